@@ -1,0 +1,167 @@
+//! Guardrails: every check that stands between a matched runbook and a
+//! command. All checks run and are recorded, even after one fails, so the
+//! audit shows the whole picture.
+
+use crate::policy::{Policy, Runbook};
+use crate::records::{EscalationReason, GuardrailCheck};
+use crate::slo::SloSet;
+use crate::time::Timestamp;
+
+use super::state::State;
+
+/// The outcome of the guardrail checks for one prospective command.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub checks: Vec<GuardrailCheck>,
+    /// Why the command is blocked, with the escalation reason to use.
+    pub blocked: Option<(EscalationReason, String)>,
+}
+
+fn check(name: &str, passed: bool, detail: String) -> GuardrailCheck {
+    GuardrailCheck {
+        name: name.to_string(),
+        passed,
+        detail,
+    }
+}
+
+/// Checks kill switch, change freeze, target allow-list, stale data,
+/// cooldown and rate limit for `runbook` acting on `target` of `service`.
+pub fn evaluate(
+    policy: &Policy,
+    state: &State,
+    slos: &SloSet,
+    runbook: &Runbook,
+    service: &str,
+    target: &str,
+    now: Timestamp,
+) -> Verdict {
+    let g = &runbook.guardrails;
+    let mut checks = Vec::with_capacity(6);
+    checks.push(match state.kill_switch(service, &runbook.name, now) {
+        Some(scope) => check("kill_switch", false, format!("kill switch on for {scope}")),
+        None => check("kill_switch", true, "off".into()),
+    });
+    checks.push(freeze(state, &g.freeze_on_changes, service, target));
+    let allowed = runbook.allow_targets.is_empty()
+        || runbook.allow_targets.iter().any(|r| r.is_match(target));
+    checks.push(check(
+        "allow_list",
+        allowed,
+        if allowed {
+            format!("target {target:?} allowed")
+        } else {
+            format!("target {target:?} is not in the runbook's allow_targets")
+        },
+    ));
+    let stale = stale(policy, slos, runbook, now);
+    let stale_failed = stale.as_ref().is_some_and(|c| !c.passed);
+    if let Some(c) = stale {
+        checks.push(c);
+    }
+    let key = (runbook.name.clone(), target.to_string());
+    let history = state.actions.get(&key);
+    let last = history.and_then(|h| h.back()).copied();
+    let cooling = g.cooldown.0 > 0 && last.is_some_and(|t| now.0 - t.0 < g.cooldown.0);
+    checks.push(check(
+        "cooldown",
+        !cooling,
+        match (cooling, last) {
+            (true, Some(t)) => format!("last action on {target} at {t}, cooldown {}", g.cooldown),
+            _ => format!("cooldown {}", g.cooldown),
+        },
+    ));
+    if let Some(rl) = g.max_actions_per_target {
+        let recent = history.map_or(0, |h| h.iter().filter(|t| now.0 - t.0 < rl.per.0).count());
+        let ok = recent < rl.count as usize;
+        checks.push(check(
+            "rate_limit",
+            ok,
+            format!(
+                "{recent} of {} actions on {target} in the last {}",
+                rl.count, rl.per
+            ),
+        ));
+    }
+    let blocked = checks.iter().find(|c| !c.passed && c.name != "stale_data");
+    let blocked = match blocked {
+        Some(c) => Some((
+            EscalationReason::Guardrail,
+            format!("{}: {}", c.name, c.detail),
+        )),
+        None if stale_failed => checks.iter().find(|c| c.name == "stale_data").map(|c| {
+            (
+                EscalationReason::StaleData,
+                format!("{}: {}", c.name, c.detail),
+            )
+        }),
+        None => None,
+    };
+    Verdict { checks, blocked }
+}
+
+fn freeze(state: &State, kinds: &[String], service: &str, target: &str) -> GuardrailCheck {
+    if kinds.is_empty() {
+        return check("change_freeze", true, "no freeze configured".into());
+    }
+    for svc in [service, target] {
+        if let Some(changes) = state.changes.get(svc) {
+            if let Some((id, kind)) = changes.iter().find(|(_, k)| kinds.contains(k)) {
+                return check(
+                    "change_freeze",
+                    false,
+                    format!("{kind} {id} in progress on {svc}"),
+                );
+            }
+        }
+    }
+    check(
+        "change_freeze",
+        true,
+        "no freezing change in progress".into(),
+    )
+}
+
+fn stale(
+    policy: &Policy,
+    slos: &SloSet,
+    runbook: &Runbook,
+    now: Timestamp,
+) -> Option<GuardrailCheck> {
+    let after = runbook.guardrails.stale_after?;
+    let slo = runbook.validate.slo?;
+    let name = &policy.slos[slo].name;
+    Some(match slos.last_seen(slo) {
+        Some(t) if now.0 - t.0 <= after.0 => {
+            check("stale_data", true, format!("{name}: last sample at {t}"))
+        }
+        Some(t) => check(
+            "stale_data",
+            false,
+            format!("{name}: no SLI data since {t} (stale after {after})"),
+        ),
+        None => check(
+            "stale_data",
+            false,
+            format!("{name}: no SLI data seen (stale after {after})"),
+        ),
+    })
+}
+
+/// Records an emitted command for cooldowns and rate limits, forgetting
+/// entries older than any window that could still count them.
+pub fn record_action(state: &mut State, runbook: &Runbook, target: &str, now: Timestamp) {
+    let keep = runbook
+        .guardrails
+        .max_actions_per_target
+        .map_or(0, |r| r.per.0)
+        .max(runbook.guardrails.cooldown.0);
+    let h = state
+        .actions
+        .entry((runbook.name.clone(), target.to_string()))
+        .or_default();
+    h.push_back(now);
+    while h.front().is_some_and(|t| now.0 - t.0 >= keep) && h.len() > 1 {
+        h.pop_front();
+    }
+}

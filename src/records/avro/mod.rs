@@ -1,0 +1,405 @@
+//! Avro forms of the records: the schemas in `schemas/` (one per record
+//! type, embedded at build time and parsed once), raw datum codecs, and the
+//! framings a Kafka value may carry: Avro single-object encoding, the
+//! Confluent wire format, or plain JSON.
+//!
+//! Field names and meanings are those of the JSON forms, so a record reads
+//! the same in either; timestamps are RFC 3339 strings in both.
+
+mod codec;
+mod rabin;
+mod wire;
+
+use std::sync::OnceLock;
+
+use apache_avro::Schema;
+
+use super::input::{DecodeError, Input, InputKind};
+use super::output::Output;
+
+pub use rabin::fingerprint64;
+
+/// One Avro schema per record type; the name is the schema's file stem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordType {
+    MetricSample,
+    Alert,
+    Change,
+    ActionResult,
+    Approval,
+    Control,
+    Command,
+    ApprovalRequest,
+    Escalation,
+    Incident,
+    BurnAlert,
+    Audit,
+}
+
+impl RecordType {
+    /// Every record type, in declaration order.
+    pub const ALL: [RecordType; 12] = [
+        RecordType::MetricSample,
+        RecordType::Alert,
+        RecordType::Change,
+        RecordType::ActionResult,
+        RecordType::Approval,
+        RecordType::Control,
+        RecordType::Command,
+        RecordType::ApprovalRequest,
+        RecordType::Escalation,
+        RecordType::Incident,
+        RecordType::BurnAlert,
+        RecordType::Audit,
+    ];
+
+    /// The schema's file stem in `schemas/`, e.g. `metric_sample`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordType::MetricSample => "metric_sample",
+            RecordType::Alert => "alert",
+            RecordType::Change => "change",
+            RecordType::ActionResult => "action_result",
+            RecordType::Approval => "approval",
+            RecordType::Control => "control",
+            RecordType::Command => "command",
+            RecordType::ApprovalRequest => "approval_request",
+            RecordType::Escalation => "escalation",
+            RecordType::Incident => "incident",
+            RecordType::BurnAlert => "burn_alert",
+            RecordType::Audit => "audit",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<RecordType> {
+        RecordType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The input kind this type is read as; `None` for output types.
+    pub fn input_kind(self) -> Option<InputKind> {
+        Some(match self {
+            RecordType::MetricSample => InputKind::Metric,
+            RecordType::Alert => InputKind::Alert,
+            RecordType::Change => InputKind::Change,
+            RecordType::ActionResult => InputKind::Result,
+            RecordType::Approval => InputKind::Approval,
+            RecordType::Control => InputKind::Control,
+            _ => return None,
+        })
+    }
+
+    fn source(self) -> &'static str {
+        match self {
+            RecordType::MetricSample => include_str!("../../../schemas/metric_sample.avsc"),
+            RecordType::Alert => include_str!("../../../schemas/alert.avsc"),
+            RecordType::Change => include_str!("../../../schemas/change.avsc"),
+            RecordType::ActionResult => include_str!("../../../schemas/action_result.avsc"),
+            RecordType::Approval => include_str!("../../../schemas/approval.avsc"),
+            RecordType::Control => include_str!("../../../schemas/control.avsc"),
+            RecordType::Command => include_str!("../../../schemas/command.avsc"),
+            RecordType::ApprovalRequest => include_str!("../../../schemas/approval_request.avsc"),
+            RecordType::Escalation => include_str!("../../../schemas/escalation.avsc"),
+            RecordType::Incident => include_str!("../../../schemas/incident.avsc"),
+            RecordType::BurnAlert => include_str!("../../../schemas/burn_alert.avsc"),
+            RecordType::Audit => include_str!("../../../schemas/audit.avsc"),
+        }
+    }
+}
+
+impl std::fmt::Display for RecordType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a record could not be written as Avro.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AvroError {
+    #[error("{0} records have no Avro form")]
+    NoAvroForm(&'static str),
+    #[error("field `{field}`: {value} does not fit an Avro {avro_type}")]
+    OutOfRange {
+        field: &'static str,
+        value: String,
+        avro_type: &'static str,
+    },
+}
+
+struct Compiled {
+    schema: Schema,
+    fingerprint: u64,
+}
+
+fn compiled(t: RecordType) -> &'static Compiled {
+    static ALL: OnceLock<[Compiled; 12]> = OnceLock::new();
+    let all = ALL.get_or_init(|| {
+        RecordType::ALL.map(|t| {
+            // The schemas are part of the build, not outside input; a broken
+            // one is a bug the tests catch.
+            let schema = Schema::parse_str(t.source())
+                .unwrap_or_else(|e| panic!("schemas/{}.avsc does not parse: {e}", t.name()));
+            let fingerprint = fingerprint64(schema.canonical_form().as_bytes());
+            Compiled {
+                schema,
+                fingerprint,
+            }
+        })
+    });
+    &all[t as usize]
+}
+
+/// The parsed schema of a record type.
+pub fn schema(t: RecordType) -> &'static Schema {
+    &compiled(t).schema
+}
+
+/// CRC-64-AVRO fingerprint of the schema's parsing canonical form, as used
+/// in single-object encoding (where it is written little-endian).
+pub fn fingerprint(t: RecordType) -> u64 {
+    compiled(t).fingerprint
+}
+
+/// The record type of an input kind; ticks have none.
+pub fn input_type(kind: InputKind) -> Option<RecordType> {
+    Some(match kind {
+        InputKind::Metric => RecordType::MetricSample,
+        InputKind::Alert => RecordType::Alert,
+        InputKind::Change => RecordType::Change,
+        InputKind::Result => RecordType::ActionResult,
+        InputKind::Approval => RecordType::Approval,
+        InputKind::Control => RecordType::Control,
+        InputKind::Tick => return None,
+    })
+}
+
+pub fn output_type(out: &Output) -> RecordType {
+    match out {
+        Output::BurnAlert(_) => RecordType::BurnAlert,
+        Output::Incident(_) => RecordType::Incident,
+        Output::Command(_) => RecordType::Command,
+        Output::ApprovalRequest(_) => RecordType::ApprovalRequest,
+        Output::Escalation(_) => RecordType::Escalation,
+        Output::Audit(_) => RecordType::Audit,
+    }
+}
+
+/// Raw Avro datums (binary, no header) of an input. An Alertmanager
+/// payload becomes one datum per alert, since the schema is per alert.
+pub fn encode_input(input: &Input) -> Result<Vec<Vec<u8>>, AvroError> {
+    Ok(match input {
+        Input::Metric(m) => vec![codec::write_metric(m)],
+        Input::Alerts(a) => a.iter().map(codec::write_alert).collect(),
+        Input::Change(c) => vec![codec::write_change(c)],
+        Input::Result(r) => vec![codec::write_result(r)],
+        Input::Approval(a) => vec![codec::write_approval(a)],
+        Input::Control(c) => vec![codec::write_control(c)],
+        Input::Tick => return Err(AvroError::NoAvroForm("tick")),
+    })
+}
+
+/// Decodes one raw datum of the given kind, written with our schema.
+/// Structural problems (truncation, bad varints or UTF-8, trailing bytes)
+/// are `DecodeError::Avro`; semantic ones are the JSON decoder's errors.
+pub fn decode_input(kind: InputKind, datum: &[u8]) -> Result<Input, DecodeError> {
+    Ok(match kind {
+        InputKind::Metric => Input::Metric(codec::read_metric(datum)?),
+        InputKind::Alert => Input::Alerts(vec![codec::read_alert(datum)?]),
+        InputKind::Change => Input::Change(codec::read_change(datum)?),
+        InputKind::Result => Input::Result(codec::read_result(datum)?),
+        InputKind::Approval => Input::Approval(codec::read_approval(datum)?),
+        InputKind::Control => Input::Control(codec::read_control(datum)?),
+        InputKind::Tick => return Err(DecodeError::Avro("tick records have no Avro form".into())),
+    })
+}
+
+/// The raw Avro datum of an output.
+pub fn encode_output(out: &Output) -> Result<Vec<u8>, AvroError> {
+    Ok(match out {
+        Output::BurnAlert(x) => codec::write_burn_alert(x),
+        Output::Incident(x) => codec::write_incident(x),
+        Output::Command(x) => codec::write_command(x),
+        Output::ApprovalRequest(x) => codec::write_approval_request(x),
+        Output::Escalation(x) => codec::write_escalation(x),
+        Output::Audit(x) => codec::write_audit(x)?,
+    })
+}
+
+/// Decodes one raw datum of an output type.
+pub fn decode_output(t: RecordType, datum: &[u8]) -> Result<Output, DecodeError> {
+    Ok(match t {
+        RecordType::BurnAlert => Output::BurnAlert(codec::read_burn_alert(datum)?),
+        RecordType::Incident => Output::Incident(codec::read_incident(datum)?),
+        RecordType::Command => Output::Command(codec::read_command(datum)?),
+        RecordType::ApprovalRequest => {
+            Output::ApprovalRequest(codec::read_approval_request(datum)?)
+        }
+        RecordType::Escalation => Output::Escalation(codec::read_escalation(datum)?),
+        RecordType::Audit => Output::Audit(codec::read_audit(datum)?),
+        input => {
+            return Err(DecodeError::Avro(format!(
+                "{input} is an input record type, not an output"
+            )))
+        }
+    })
+}
+
+/// First two bytes of an Avro single-object encoded value.
+pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xc3, 0x01];
+/// First byte of a Confluent wire-format value.
+pub const CONFLUENT_MAGIC: u8 = 0x00;
+
+const SINGLE_OBJECT_HEADER: usize = 10;
+const CONFLUENT_HEADER: usize = 5;
+
+/// Avro single-object encoding: marker, the schema's fingerprint
+/// (little-endian), datum.
+pub fn single_object_encode(t: RecordType, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SINGLE_OBJECT_HEADER + datum.len());
+    out.extend_from_slice(&SINGLE_OBJECT_MARKER);
+    out.extend_from_slice(&fingerprint(t).to_le_bytes());
+    out.extend_from_slice(datum);
+    out
+}
+
+/// Confluent wire format: magic byte, registry schema id (big-endian),
+/// datum.
+pub fn confluent_encode(schema_id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(CONFLUENT_HEADER + datum.len());
+    out.push(CONFLUENT_MAGIC);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(datum);
+    out
+}
+
+/// How a Kafka value is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Avro single-object encoding with the fingerprint of one of our
+    /// schemas.
+    SingleObject(RecordType),
+    /// Confluent wire format with this registry schema id.
+    Confluent(u32),
+    /// A JSON object.
+    Json,
+}
+
+/// Tells the framing of a Kafka value from its first bytes and returns it
+/// with the payload: the raw datum for Avro, the whole value for JSON.
+/// A single-object value must carry the fingerprint of one of our schemas;
+/// the three framings cannot be confused, since JSON starts with `{` (after
+/// whitespace) and the two Avro headers with 0xC3 and 0x00.
+pub fn detect_framing(bytes: &[u8]) -> Result<(Framing, &[u8]), DecodeError> {
+    let first = bytes
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    match (bytes, first) {
+        (_, Some(b'{')) => Ok((Framing::Json, bytes)),
+        ([0xc3, 0x01, ..], _) => {
+            let (head, datum) = bytes
+                .split_at_checked(SINGLE_OBJECT_HEADER)
+                .ok_or_else(|| {
+                    DecodeError::Avro(format!(
+                        "single-object header truncated to {} bytes",
+                        bytes.len()
+                    ))
+                })?;
+            let mut fp = [0u8; 8];
+            fp.copy_from_slice(&head[2..]);
+            let fp = u64::from_le_bytes(fp);
+            let t = RecordType::ALL
+                .into_iter()
+                .find(|&t| fingerprint(t) == fp)
+                .ok_or_else(|| {
+                    DecodeError::Avro(format!(
+                        "single-object schema fingerprint {fp:#018x} is none of ours"
+                    ))
+                })?;
+            Ok((Framing::SingleObject(t), datum))
+        }
+        ([CONFLUENT_MAGIC, ..], _) => {
+            let (head, datum) = bytes.split_at_checked(CONFLUENT_HEADER).ok_or_else(|| {
+                DecodeError::Avro(format!(
+                    "Confluent header truncated to {} bytes",
+                    bytes.len()
+                ))
+            })?;
+            let id = u32::from_be_bytes([head[1], head[2], head[3], head[4]]);
+            Ok((Framing::Confluent(id), datum))
+        }
+        ([], _) => Err(DecodeError::Avro("empty value".into())),
+        ([b, ..], _) => Err(DecodeError::Avro(format!(
+            "unknown framing: first byte {b:#04x} (expected '{{' for JSON, \
+             0xC3 0x01 for Avro single-object or 0x00 for Confluent)"
+        ))),
+    }
+}
+
+/// Decodes a Kafka value of the given kind in any framing. A Confluent
+/// value is decoded with our own schema for the kind: without a registry
+/// the writer's schema cannot be looked up, and producers are expected to
+/// use ours. A single-object value must carry the schema of `kind`.
+pub fn decode_value(kind: InputKind, bytes: &[u8]) -> Result<Input, DecodeError> {
+    match detect_framing(bytes)? {
+        (Framing::Json, text) => {
+            let text = std::str::from_utf8(text)
+                .map_err(|e| DecodeError::Json(format!("invalid UTF-8: {e}")))?;
+            Input::from_json(kind, text)
+        }
+        (Framing::SingleObject(t), datum) => {
+            if input_type(kind) != Some(t) {
+                return Err(DecodeError::Avro(format!(
+                    "single-object value has the {t} schema, expected a {} record",
+                    kind.as_str()
+                )));
+            }
+            decode_input(kind, datum)
+        }
+        (Framing::Confluent(_), datum) => decode_input(kind, datum),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_match_apache_avro() {
+        use apache_avro::rabin::Rabin;
+        for t in RecordType::ALL {
+            let theirs = schema(t).fingerprint::<Rabin>().bytes;
+            assert_eq!(theirs, fingerprint(t).to_le_bytes().to_vec(), "{t}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_distinct() {
+        let mut fps: Vec<u64> = RecordType::ALL.iter().map(|&t| fingerprint(t)).collect();
+        fps.sort_unstable();
+        fps.dedup();
+        assert_eq!(fps.len(), RecordType::ALL.len());
+    }
+
+    #[test]
+    fn single_object_header() {
+        let v = single_object_encode(RecordType::Alert, &[7]);
+        assert_eq!(v[..2], SINGLE_OBJECT_MARKER);
+        assert_eq!(v[2..10], fingerprint(RecordType::Alert).to_le_bytes());
+        assert_eq!(
+            detect_framing(&v).unwrap(),
+            (Framing::SingleObject(RecordType::Alert), &[7u8][..])
+        );
+    }
+
+    #[test]
+    fn names_and_kinds_are_consistent() {
+        for t in RecordType::ALL {
+            assert_eq!(RecordType::from_name(t.name()), Some(t));
+            // `compiled` indexes by discriminant.
+            assert_eq!(RecordType::ALL[t as usize], t);
+            if let Some(k) = t.input_kind() {
+                assert_eq!(input_type(k), Some(t));
+            }
+        }
+        assert_eq!(input_type(InputKind::Tick), None);
+    }
+}

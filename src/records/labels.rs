@@ -1,0 +1,138 @@
+//! Label sets: sorted `(name, value)` pairs, cheap to hash and compare.
+
+use std::collections::BTreeMap;
+
+/// A label set sorted by name, without duplicates. Sorting once at decode
+/// time makes equality, hashing and serialisation order-independent of the
+/// input, which the core's determinism relies on. The content hash is
+/// computed once too: series lookups hash every sample's labels, and a
+/// cached `u64` makes that (and most unequal comparisons) one word.
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    pairs: Vec<(String, String)>,
+    hash: u64,
+}
+
+impl PartialEq for Labels {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.pairs == other.pairs
+    }
+}
+
+impl Eq for Labels {}
+
+impl std::hash::Hash for Labels {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for Labels {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Labels {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.pairs.cmp(&other.pairs)
+    }
+}
+
+fn content_hash(pairs: &[(String, String)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    pairs.hash(&mut h);
+    h.finish()
+}
+
+impl Labels {
+    pub fn new() -> Labels {
+        Labels::from_sorted(Vec::new())
+    }
+
+    fn from_sorted(pairs: Vec<(String, String)>) -> Labels {
+        let hash = content_hash(&pairs);
+        Labels { pairs, hash }
+    }
+
+    /// Builds a label set from pairs in any order; a later duplicate name wins.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Labels
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let map: BTreeMap<String, String> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        Labels::from_sorted(map.into_iter().collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .binary_search_by(|(k, _)| k.as_str().cmp(name))
+            .ok()
+            .map(|i| self.pairs[i].1.as_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Sets one label, keeping the order.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        let name = name.into();
+        match self.pairs.binary_search_by(|(k, _)| k.cmp(&name)) {
+            Ok(i) => self.pairs[i].1 = value.into(),
+            Err(i) => self.pairs.insert(i, (name, value.into())),
+        }
+        self.hash = content_hash(&self.pairs);
+    }
+
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.pairs.iter().cloned().collect()
+    }
+}
+
+impl serde::Serialize for Labels {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.pairs.len()))?;
+        for (k, v) in &self.pairs {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Labels {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, String>::deserialize(d)?;
+        Ok(Labels::from_sorted(map.into_iter().collect()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_of_input_does_not_matter() {
+        let a = Labels::from_pairs([("b", "2"), ("a", "1")]);
+        let b = Labels::from_pairs([("a", "1"), ("b", "2")]);
+        assert_eq!(a, b);
+        assert_eq!(a.get("a"), Some("1"));
+        assert_eq!(a.get("c"), None);
+        assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"a":"1","b":"2"}"#);
+    }
+}

@@ -1,0 +1,440 @@
+//! SLO burn rates: multi-window, multi-burn-rate alerting over exact
+//! counter increases.
+//!
+//! [`SloSet`] turns metric samples into per-SLO error and total increases
+//! ([`series`]), keeps them in bounded rings ([`window`]) and, at each
+//! minute boundary, evaluates every tier: a tier fires when the burn rate
+//! over both its long and short window is strictly greater than its factor.
+//! Comparisons are exact integer arithmetic on millionths; floats appear
+//! only in the reported burn rates.
+
+pub mod series;
+pub mod window;
+
+use std::collections::BTreeSet;
+
+use crate::policy::{Policy, Ratio, Slo};
+use crate::records::MetricSample;
+use crate::time::{Duration, Timestamp, HOUR};
+
+use series::{Role, SeriesStore};
+use window::{Increase, Windows, COARSE_STEP};
+
+/// A tier that started or stopped firing at a minute boundary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BurnChange {
+    pub slo: usize,
+    pub tier: usize,
+    pub firing: bool,
+    pub burn_long: Option<f64>,
+    pub burn_short: Option<f64>,
+    pub budget_remaining: Option<f64>,
+}
+
+#[derive(Debug)]
+struct SloState {
+    windows: Windows,
+    firing: Box<[bool]>,
+    /// Last sample of any of its series (for the stale-data guardrail).
+    last_seen: Option<Timestamp>,
+    /// Last non-zero increase: older than the longest window means idle.
+    last_increase: Option<Timestamp>,
+    active: bool,
+    horizon: Duration,
+    /// Burn over the first tier's long window at the last evaluation.
+    fast_burn: Option<f64>,
+    budget_remaining: Option<f64>,
+}
+
+/// Burn-rate state of every SLO of a policy.
+#[derive(Debug)]
+pub struct SloSet {
+    states: Vec<SloState>,
+    series: SeriesStore,
+    /// SLOs with traffic inside their longest window, or a tier firing:
+    /// the only ones whose evaluation can change anything.
+    active: BTreeSet<u32>,
+}
+
+/// Whether `inc` burns strictly faster than `factor` for `objective`.
+pub fn burns_faster(inc: Increase, objective: Ratio, factor: Ratio) -> bool {
+    if inc.total == 0 {
+        return false;
+    }
+    // err/total / (1 - num/den) > fnum/fden
+    //   <=> err * den * fden > fnum * (den - num) * total
+    let lhs = (inc.err as u128) * (objective.den as u128) * (factor.den as u128);
+    let budget = (objective.den - objective.num) as u128;
+    let rhs = (factor.num as u128)
+        .saturating_mul(budget)
+        .saturating_mul(inc.total as u128);
+    lhs > rhs
+}
+
+/// The burn rate of `inc` as a float, for reports; `None` without traffic.
+pub fn burn_rate(inc: Increase, objective: Ratio) -> Option<f64> {
+    if inc.total == 0 {
+        return None;
+    }
+    let ratio = inc.err as f64 / inc.total as f64;
+    let budget = (objective.den - objective.num) as f64 / objective.den as f64;
+    Some(ratio / budget)
+}
+
+impl SloSet {
+    pub fn new(policy: &Policy) -> SloSet {
+        let states = policy.slos.iter().map(new_state).collect();
+        SloSet {
+            states,
+            series: SeriesStore::new(&policy.slos),
+            active: BTreeSet::new(),
+        }
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.series.series_count()
+    }
+
+    /// Heap bytes held by the windows of one SLO.
+    pub fn window_bytes(&self, slo: usize) -> usize {
+        self.states[slo].windows.heap_bytes()
+    }
+
+    /// Feeds one sample observed at event time `ts`.
+    pub fn observe(&mut self, ts: Timestamp, m: &MetricSample) {
+        let states = &mut self.states;
+        let active = &mut self.active;
+        self.series
+            .observe(&m.name, &m.labels, m.value, |feeds, inc| {
+                for f in feeds {
+                    let st = &mut states[f.slo as usize];
+                    st.last_seen = Some(ts);
+                    if inc == 0 {
+                        continue;
+                    }
+                    match f.role {
+                        Role::Total => st.windows.add(ts, 0, inc),
+                        Role::Err => st.windows.add(ts, inc, 0),
+                    }
+                    st.last_increase = Some(ts);
+                    if !st.active {
+                        st.active = true;
+                        active.insert(f.slo);
+                    }
+                }
+            });
+    }
+
+    /// True when some SLO could change state at the next boundary.
+    pub fn any_active(&self) -> bool {
+        !self.active.is_empty()
+    }
+
+    /// Evaluates every tier of every active SLO at minute boundary `at`
+    /// and appends the tiers that changed state, in SLO then tier order.
+    pub fn evaluate(&mut self, at: Timestamp, slos: &[Slo], out: &mut Vec<BurnChange>) {
+        let mut idle = Vec::new();
+        for &i in &self.active {
+            let (st, slo) = (&mut self.states[i as usize], &slos[i as usize]);
+            evaluate_one(i as usize, st, slo, at, out);
+            let recent = st.last_increase.is_some_and(|t| at.0 - t.0 <= st.horizon.0);
+            if !recent && !st.firing.iter().any(|f| *f) {
+                st.active = false;
+                idle.push(i);
+            }
+        }
+        for i in idle {
+            self.active.remove(&i);
+        }
+    }
+
+    pub fn last_seen(&self, slo: usize) -> Option<Timestamp> {
+        self.states[slo].last_seen
+    }
+
+    /// Whether any tier of the given severity is firing.
+    pub fn firing(&self, slo: usize, slos: &[Slo], severity: crate::records::Severity) -> bool {
+        let st = &self.states[slo];
+        slos[slo]
+            .tiers
+            .iter()
+            .zip(st.firing.iter())
+            .any(|(t, f)| *f && t.severity == severity)
+    }
+
+    /// Share of the period's error budget left at the last evaluation.
+    pub fn budget_remaining(&self, slo: usize) -> Option<f64> {
+        self.states[slo].budget_remaining
+    }
+
+    /// Burn over the fastest tier's long window at the last evaluation.
+    pub fn fast_burn(&self, slo: usize) -> Option<f64> {
+        self.states[slo].fast_burn
+    }
+
+    /// SLO impact: the share of the remaining error budget that the
+    /// current burn consumes per hour. Exhausted budgets count as 0.1 %
+    /// left so that they sort first without dividing by zero.
+    pub fn impact(&self, slo: usize, period: Duration) -> f64 {
+        let st = &self.states[slo];
+        let burn = st.fast_burn.unwrap_or(0.0);
+        let remaining = st.budget_remaining.unwrap_or(1.0).max(0.001);
+        burn * (HOUR as f64 / period.0 as f64) / remaining
+    }
+}
+
+fn new_state(slo: &Slo) -> SloState {
+    let longest = slo
+        .tiers
+        .iter()
+        .map(|t| t.long)
+        .max()
+        .unwrap_or(Duration::hours(1));
+    SloState {
+        windows: Windows::new(longest, slo.period, slo.good.is_some()),
+        firing: vec![false; slo.tiers.len()].into_boxed_slice(),
+        last_seen: None,
+        last_increase: None,
+        active: false,
+        horizon: Duration(longest.0 + COARSE_STEP),
+        fast_burn: None,
+        budget_remaining: None,
+    }
+}
+
+fn evaluate_one(i: usize, st: &mut SloState, slo: &Slo, at: Timestamp, out: &mut Vec<BurnChange>) {
+    st.windows.sync_to(at);
+    let w = &st.windows;
+    let period = w.period_increase_synced(at);
+    st.budget_remaining = burn_rate(period, slo.objective).map(|b| 1.0 - b);
+    for (t, tier) in slo.tiers.iter().enumerate() {
+        let long = w.increase_synced(at, tier.long);
+        if t == 0 {
+            st.fast_burn = burn_rate(long, slo.objective);
+        }
+        // The short window is read only when the long one burns too fast.
+        let fire = burns_faster(long, slo.objective, tier.factor) && {
+            let short = w.increase_synced(at, tier.short);
+            burns_faster(short, slo.objective, tier.factor)
+        };
+        if fire != st.firing[t] {
+            st.firing[t] = fire;
+            out.push(BurnChange {
+                slo: i,
+                tier: t,
+                firing: fire,
+                burn_long: burn_rate(long, slo.objective),
+                burn_short: burn_rate(w.increase_synced(at, tier.short), slo.objective),
+                budget_remaining: st.budget_remaining,
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse;
+    use crate::records::{Fixed, Labels, Severity};
+    use crate::time::MINUTE;
+
+    const T0: i64 = 1_772_359_200_000; // 2026-03-01T10:00:00Z
+
+    fn policy(objective: &str, period: &str) -> Policy {
+        let src = format!(
+            "slos:\n  - name: avail\n    service: web\n    objective: {objective}\n    period: {period}\n    sli:\n      total: 'req{{service=\"web\"}}'\n      bad: 'req{{service=\"web\",code=~\"5..\"}}'\n"
+        );
+        parse(&src, "inline.yaml").expect("valid policy")
+    }
+
+    fn sample(code: &str, v: i64) -> MetricSample {
+        MetricSample {
+            name: "req".into(),
+            labels: Labels::from_pairs([("service", "web"), ("code", code)]),
+            value: Fixed::from_units(v),
+            timestamp: None,
+        }
+    }
+
+    /// Feeds one sample per series per minute from `per_minute(m) -> (ok, err)`
+    /// increments, evaluating every boundary; returns (minute, change) pairs.
+    fn run(
+        p: &Policy,
+        minutes: i64,
+        per_minute: impl Fn(i64) -> (i64, i64),
+    ) -> Vec<(i64, BurnChange)> {
+        let mut set = SloSet::new(p);
+        let (mut ok, mut err) = (0, 0);
+        let mut changes = Vec::new();
+        for m in 0..minutes {
+            let at = Timestamp(T0 + m * MINUTE);
+            let mut out = Vec::new();
+            set.evaluate(at, &p.slos, &mut out);
+            changes.extend(out.into_iter().map(|c| (m, c)));
+            if m > 0 {
+                let (o, e) = per_minute(m);
+                ok += o;
+                err += e;
+            }
+            set.observe(at, &sample("200", ok));
+            set.observe(at, &sample("500", err));
+        }
+        changes
+    }
+
+    fn ratio(n: i128, d: i128) -> Ratio {
+        Ratio { num: n, den: d }
+    }
+
+    #[test]
+    fn workbook_default_tiers_for_30_days() {
+        let p = policy("99.9", "30d");
+        let t: Vec<_> = p.slos[0]
+            .tiers
+            .iter()
+            .map(|t| {
+                (
+                    t.severity,
+                    t.long.to_string(),
+                    t.short.to_string(),
+                    t.factor.to_f64(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            t,
+            vec![
+                (Severity::Page, "1h".into(), "5m".into(), 14.4),
+                (Severity::Page, "6h".into(), "30m".into(), 6.0),
+                (Severity::Ticket, "1d".into(), "2h".into(), 3.0),
+                (Severity::Ticket, "3d".into(), "6h".into(), 1.0),
+            ]
+        );
+    }
+
+    #[test]
+    fn factors_scale_with_the_period() {
+        let p = policy("99.9", "7d");
+        // 2 % of a 7-day budget in 1 hour: 0.02 * 168 = 3.36.
+        assert!((p.slos[0].tiers[0].factor.to_f64() - 3.36).abs() < 1e-12);
+    }
+
+    #[test]
+    fn exact_comparison_at_the_factor() {
+        let obj = ratio(999, 1000);
+        let f = ratio(72, 5); // 14.4
+                              // 1.44 % errors is a burn of exactly 14.4: not strictly greater.
+        let at = Increase {
+            err: 144,
+            total: 10_000,
+        };
+        assert!(!burns_faster(at, obj, f));
+        assert!(burns_faster(
+            Increase {
+                err: 145,
+                total: 10_000
+            },
+            obj,
+            f
+        ));
+        assert!(!burns_faster(Increase { err: 0, total: 0 }, obj, f));
+    }
+
+    #[test]
+    fn steady_error_rate_at_the_objective_never_fires() {
+        let p = policy("99.9", "30d");
+        // 0.1 % errors: burn 1.0, which equals the slowest factor (1) and
+        // is below the rest. Run past the 3-day window.
+        let changes = run(&p, 4 * 24 * 60, |_| (999, 1));
+        assert!(changes.is_empty(), "{changes:?}");
+    }
+
+    #[test]
+    fn burn_at_exactly_the_page_factor_never_pages() {
+        let p = policy("99.9", "30d");
+        let changes = run(&p, 180, |_| (9_856, 144));
+        // The 6h/30m page tier (factor 6) does fire; the 1h/5m one never.
+        assert!(changes.iter().any(|(_, c)| c.tier == 1 && c.firing));
+        assert!(
+            changes.iter().all(|(_, c)| c.tier != 0),
+            "1h/5m tier fired at burn 14.4: {changes:?}"
+        );
+    }
+
+    #[test]
+    fn fast_burn_pages_after_the_computed_minutes() {
+        let p = policy("99.9", "30d");
+        // 1000 requests a minute; from the sample at minute 61 on, 20 of
+        // them fail (burn 20). At boundary m the 1h window holds the
+        // samples of minutes m-60..m-1: m-61 minutes of errors out of 60.
+        //   1h/5m at 14.4: 20(m-61)/60000/0.001 > 14.4  <=>  m >= 105
+        //   6h/30m at 6:   20(m-61)/((m-1)1000)/0.001 > 6  <=>  m >= 87
+        // The longer windows hold all m-1 minutes of traffic so far:
+        //   1d/2h at 3:    20(m-61) > 3(m-1)  <=>  m >= 72
+        //   3d/6h at 1:    20(m-61) > (m-1)   <=>  m >= 65
+        let changes = run(&p, 120, |m| if m >= 61 { (980, 20) } else { (1000, 0) });
+        let fired: Vec<(i64, usize)> = changes
+            .iter()
+            .filter(|(_, c)| c.firing)
+            .map(|(m, c)| (*m, c.tier))
+            .collect();
+        assert_eq!(fired, vec![(65, 3), (72, 2), (87, 1), (105, 0)]);
+        let page = &changes.iter().find(|(_, c)| c.tier == 0).unwrap().1;
+        assert!((page.burn_long.unwrap() - 44.0 / 3.0).abs() < 1e-9);
+        assert!((page.burn_short.unwrap() - 20.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn no_traffic_resolves_a_firing_tier() {
+        let p = policy("99.9", "30d");
+        // Burn 50 for 20 minutes, then the service goes silent.
+        let changes = run(&p, 60, |m| if m <= 20 { (950, 50) } else { (0, 0) });
+        let page: Vec<(i64, bool)> = changes
+            .iter()
+            .filter(|(_, c)| c.tier == 0)
+            .map(|(m, c)| (*m, c.firing))
+            .collect();
+        // Windows hold only the traffic seen so far: at boundary 2 both
+        // hold the sample of minute 1 (5 % errors, burn 50) and the tier
+        // fires. Samples from minute 21 on carry no traffic, so the 5m
+        // window is empty from boundary 26: no burn rate, the tier resolves.
+        assert_eq!(page, vec![(2, true), (26, false)]);
+        let resolved = &changes
+            .iter()
+            .find(|(m, c)| *m == 26 && c.tier == 0)
+            .unwrap()
+            .1;
+        assert_eq!(resolved.burn_short, None);
+    }
+
+    #[test]
+    fn counter_reset_counts_the_new_value() {
+        let p = policy("99.9", "30d");
+        let mut set = SloSet::new(&p);
+        let t = |m: i64| Timestamp(T0 + m * MINUTE);
+        set.observe(t(0), &sample("200", 1000));
+        set.observe(t(0), &sample("500", 10));
+        set.observe(t(1), &sample("200", 2000));
+        set.observe(t(1), &sample("500", 20));
+        // Both counters restart: the new values are the increases.
+        set.observe(t(2), &sample("200", 500));
+        set.observe(t(2), &sample("500", 5));
+        let inc = set.states[0].windows.increase(t(3), Duration::minutes(5));
+        let m = crate::records::value::SCALE as u64;
+        assert_eq!(
+            inc,
+            Increase {
+                err: 15 * m,
+                total: 1515 * m
+            }
+        );
+    }
+
+    #[test]
+    fn thirty_day_slo_state_fits_in_32_kib() {
+        let p = policy("99.9", "30d");
+        let set = SloSet::new(&p);
+        let bytes = set.window_bytes(0) + std::mem::size_of::<SloState>();
+        assert!(bytes <= 32 * 1024, "{bytes} bytes");
+    }
+}

@@ -1,0 +1,158 @@
+//! Counter series: Prometheus increase semantics and the selector index.
+//!
+//! Each series (metric name plus label set) remembers its last value. The
+//! first sample is the baseline; after that the increase is the difference,
+//! or the whole new value when the counter went down (a reset). Which SLOs
+//! a series feeds, and in which role, is worked out once, the first time
+//! the series is seen, through an index keyed by metric name and the
+//! selector's `service="…"` matcher.
+
+use rustc_hash::FxHashMap;
+
+use crate::policy::{Selector, Slo};
+use crate::records::{Fixed, Labels};
+
+/// How a series feeds an SLO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Total,
+    /// Errors (`bad`), or successes (`good`) when the SLO counts good events.
+    Err,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Feed {
+    pub slo: u32,
+    pub role: Role,
+}
+
+#[derive(Debug)]
+struct SeriesState {
+    last: Fixed,
+    feeds: Box<[Feed]>,
+}
+
+#[derive(Debug, Default)]
+struct NameIndex {
+    by_service: FxHashMap<String, Vec<(Feed, usize)>>,
+    any_service: Vec<(Feed, usize)>,
+}
+
+/// Every selector of every SLO, indexed for first-sight matching.
+#[derive(Debug, Default)]
+struct SelectorIndex {
+    selectors: Vec<Selector>,
+    by_name: FxHashMap<String, NameIndex>,
+    nameless: Vec<(Feed, usize)>,
+}
+
+impl SelectorIndex {
+    fn build(slos: &[Slo]) -> SelectorIndex {
+        let mut ix = SelectorIndex::default();
+        for (i, slo) in slos.iter().enumerate() {
+            let err = slo.bad.as_ref().or(slo.good.as_ref());
+            let roles = [(Some(&slo.total), Role::Total), (err, Role::Err)];
+            for (sel, role) in roles {
+                let Some(sel) = sel else { continue };
+                let feed = Feed {
+                    slo: i as u32,
+                    role,
+                };
+                let at = ix.selectors.len();
+                ix.selectors.push(sel.clone());
+                let entry = (feed, at);
+                match &sel.metric {
+                    None => ix.nameless.push(entry),
+                    Some(name) => {
+                        let n = ix.by_name.entry(name.clone()).or_default();
+                        match sel.equality("service") {
+                            Some(svc) => {
+                                n.by_service.entry(svc.to_string()).or_default().push(entry)
+                            }
+                            None => n.any_service.push(entry),
+                        }
+                    }
+                }
+            }
+        }
+        ix
+    }
+
+    fn feeds(&self, name: &str, labels: &Labels) -> Box<[Feed]> {
+        let mut out: Vec<Feed> = Vec::new();
+        let mut consider = |list: &[(Feed, usize)]| {
+            for (feed, sel) in list {
+                if self.selectors[*sel].matches(name, labels) {
+                    out.push(*feed);
+                }
+            }
+        };
+        if let Some(n) = self.by_name.get(name) {
+            if let Some(svc) = labels.get("service") {
+                if let Some(list) = n.by_service.get(svc) {
+                    consider(list);
+                }
+            }
+            consider(&n.any_service);
+        }
+        consider(&self.nameless);
+        // Order by SLO then role so updates are applied deterministically.
+        out.sort_by_key(|f| (f.slo, f.role == Role::Err));
+        out.dedup();
+        out.into_boxed_slice()
+    }
+}
+
+/// All counter series seen so far.
+#[derive(Debug, Default)]
+pub struct SeriesStore {
+    index: SelectorIndex,
+    series: FxHashMap<String, FxHashMap<Labels, SeriesState>>,
+    count: usize,
+}
+
+impl SeriesStore {
+    pub fn new(slos: &[Slo]) -> SeriesStore {
+        SeriesStore {
+            index: SelectorIndex::build(slos),
+            series: FxHashMap::default(),
+            count: 0,
+        }
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.count
+    }
+
+    /// Records a sample and hands its increase (0 for a baseline) and the
+    /// SLOs it feeds to `apply`. Series that feed no SLO are remembered
+    /// with no feeds, so the selector match runs once per series, not once
+    /// per sample.
+    pub fn observe(
+        &mut self,
+        name: &str,
+        labels: &Labels,
+        value: Fixed,
+        mut apply: impl FnMut(&[Feed], u64),
+    ) {
+        let by_labels = match self.series.get_mut(name) {
+            Some(m) => m,
+            None => self.series.entry(name.to_string()).or_default(),
+        };
+        if let Some(st) = by_labels.get_mut(labels) {
+            let inc = if value.0 >= st.last.0 {
+                value.0 - st.last.0
+            } else {
+                // Counter reset: the new value is all increase since the reset.
+                value.0.max(0)
+            };
+            st.last = value;
+            apply(&st.feeds, inc as u64);
+            return;
+        }
+        let feeds = self.index.feeds(name, labels);
+        self.count += 1;
+        apply(&feeds, 0);
+        by_labels.insert(labels.clone(), SeriesState { last: value, feeds });
+    }
+}
