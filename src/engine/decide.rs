@@ -438,13 +438,8 @@ impl Engine {
         if rb.tier == 2 && approved_by.is_none() {
             let expires = ts.plus(rb.guardrails.approval_timeout);
             inc.state = IncidentState::AwaitingApproval;
-            inc.commands.push(CommandInfo {
-                id: cmd_id.clone(),
-                action: cmd.action.clone(),
-                target: target.clone(),
-                rollback_of: None,
-                outcome: "awaiting_approval".into(),
-            });
+            inc.commands
+                .push(CommandInfo::of(&cmd, "awaiting_approval"));
             let summary = format!(
                 "{} {} for {} ({})",
                 cmd.action, target, inc.trigger.alertname, service
@@ -480,13 +475,7 @@ impl Engine {
         inc.proposal = None;
         match inc.command_mut(&cmd_id) {
             Some(c) => c.outcome = "pending".into(),
-            None => inc.commands.push(CommandInfo {
-                id: cmd_id.clone(),
-                action: cmd.action.clone(),
-                target: target.clone(),
-                rollback_of: None,
-                outcome: "pending".into(),
-            }),
+            None => inc.commands.push(CommandInfo::of(&cmd, "pending")),
         }
         let why = match approved_by {
             Some(by) => format!("approved by {by}: {} {target}", cmd.action),

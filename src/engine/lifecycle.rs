@@ -507,13 +507,7 @@ impl Engine {
             service: inc.service.clone(),
         };
         inc.state = IncidentState::RollingBack;
-        inc.commands.push(CommandInfo {
-            id: rid.clone(),
-            action: spec.kind.clone(),
-            target: target.clone(),
-            rollback_of: Some(main_id.to_string()),
-            outcome: "pending".into(),
-        });
+        inc.commands.push(CommandInfo::of(&cmd, "pending"));
         let why = format!("rolling back {main_id}: {} {target}", spec.kind);
         d.reason(why.clone());
         d.emit(incident_record(

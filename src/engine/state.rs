@@ -33,6 +33,16 @@ pub struct CommandInfo {
 }
 
 impl CommandInfo {
+    pub fn of(cmd: &crate::records::Command, outcome: &str) -> CommandInfo {
+        CommandInfo {
+            id: cmd.id.clone(),
+            action: cmd.action.clone(),
+            target: cmd.target.clone(),
+            rollback_of: cmd.rollback_of.clone(),
+            outcome: outcome.to_string(),
+        }
+    }
+
     pub fn tried(&self) -> Tried {
         Tried {
             command_id: self.id.clone(),
