@@ -20,6 +20,7 @@
 //!   replay` does; live mode drives the same core from Kafka.
 
 pub mod engine;
+pub mod executor;
 pub mod policy;
 pub mod records;
 pub mod replay;
