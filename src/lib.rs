@@ -21,6 +21,7 @@
 
 pub mod engine;
 pub mod executor;
+pub mod live;
 pub mod policy;
 pub mod records;
 pub mod replay;

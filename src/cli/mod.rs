@@ -1,6 +1,7 @@
 //! The command line: parsing and the subcommands' edges.
 
 pub mod check;
+pub mod live;
 pub mod replay;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,28 @@ pub enum Command {
     Replay(replay::Args),
     /// Validate a policy file; lists every problem with its place.
     Check(check::Args),
+    /// Run the decision engine against a broker.
+    Engine(live::EngineArgs),
+    /// Run an executor: carries out commands, publishes results.
+    Executor(live::ExecutorArgs),
+    /// Publish alerts.
+    #[command(subcommand)]
+    Alert(live::AlertCmd),
+    /// Approve a proposed (tier 2) command.
+    Approve(live::DecideArgs),
+    /// Reject a proposed (tier 2) command.
+    Reject(live::DecideArgs),
+    /// Stop (on) or resume (off) automated actions in a scope.
+    KillSwitch(live::KillSwitchArgs),
+    /// Follow and verify the audit topic.
+    #[command(subcommand)]
+    Audit(live::AuditCmd),
+    /// Receive alerts from other systems.
+    #[command(subcommand)]
+    Bridge(live::BridgeCmd),
+    /// Create selfheal's topics on a broker.
+    #[command(subcommand)]
+    Topics(live::TopicsCmd),
 }
 
 /// Runs the parsed command; the process exit code is returned.
@@ -26,5 +49,14 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Replay(a) => replay::run(a),
         Command::Check(a) => check::run(a),
+        Command::Engine(a) => live::engine(a),
+        Command::Executor(a) => live::executor(a),
+        Command::Alert(a) => live::alert(a),
+        Command::Approve(a) => live::decide(a, selfheal::records::Verdict::Approve),
+        Command::Reject(a) => live::decide(a, selfheal::records::Verdict::Reject),
+        Command::KillSwitch(a) => live::kill_switch(a),
+        Command::Audit(a) => live::audit(a),
+        Command::Bridge(a) => live::bridge(a),
+        Command::Topics(a) => live::topics(a),
     }
 }

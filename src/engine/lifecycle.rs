@@ -14,8 +14,6 @@ use super::decide::{incident_record, render};
 use super::state::{CommandInfo, TimerKind};
 use super::{ids, Decision, Engine};
 
-const GLOBAL: &str = "global";
-
 impl Engine {
     fn cancel_timer(&mut self, kind: TimerKind, key: &str) {
         self.state
@@ -115,7 +113,8 @@ impl Engine {
     pub(crate) fn on_result(&mut self, ts: Timestamp, r: &ActionResult, out: &mut Vec<Emitted>) {
         let input = format!("result@{ts}:{} {}", r.command_id, r.status.as_str());
         let Some(id) = self.state.commands.get(&r.command_id).cloned() else {
-            let mut d = Decision::new(ts, GLOBAL, "result_ignored", input);
+            let global = self.global_chain.clone();
+            let mut d = Decision::new(ts, &global, "result_ignored", input);
             d.reason(format!("no open incident has command {}", r.command_id));
             return self.commit(d, out);
         };
@@ -219,7 +218,9 @@ impl Engine {
         let Some(inc) = inc else {
             let known = self.state.commands.get(&a.command_id);
             let known = known.and_then(|id| self.state.incidents.get(id));
-            let service = known.map_or(GLOBAL, |i| i.service.as_str()).to_string();
+            let service = known
+                .map_or(self.global_chain.as_str(), |i| i.service.as_str())
+                .to_string();
             let mut d = Decision::new(ts, &service, "approval_ignored", input);
             d.incident = known.map(|i| i.id.clone());
             d.reason(format!(
@@ -268,7 +269,7 @@ impl Engine {
     pub(crate) fn on_control(&mut self, ts: Timestamp, c: &Control, out: &mut Vec<Emitted>) {
         let service = match &c.scope {
             Scope::Service(s) => s.clone(),
-            _ => GLOBAL.to_string(),
+            _ => self.global_chain.clone(),
         };
         let by = c.by.as_deref().unwrap_or("unknown");
         let input = format!(

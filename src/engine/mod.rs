@@ -57,6 +57,8 @@ pub struct Engine {
     next_boundary: i64,
     /// SLO indices by service, for impact ordering.
     slos_by_service: std::collections::HashMap<String, Vec<usize>>,
+    /// Audit chain for decisions that belong to no service.
+    global_chain: String,
 }
 
 /// One decision being assembled: its outputs and the audit that explains it.
@@ -133,7 +135,17 @@ impl Engine {
             now: None,
             next_boundary: 0,
             slos_by_service,
+            global_chain: "global".to_string(),
         }
+    }
+
+    /// Names the audit chain of decisions that belong to no service
+    /// (unknown command ids, global and runbook kill switches); `global` by
+    /// default. Live engines use one chain per partition, since each
+    /// partition's core sees its own copy of broadcast control records.
+    pub fn with_global_chain(mut self, name: impl Into<String>) -> Engine {
+        self.global_chain = name.into();
+        self
     }
 
     pub fn policy(&self) -> &Policy {

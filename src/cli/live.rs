@@ -1,0 +1,521 @@
+//! The live commands: `engine`, `executor`, the operator tools, `topics`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use rdkafka::Message;
+use selfheal::live::engine::{EngineConfig, EngineCounters, Guarantee};
+use selfheal::live::executor::{ExecutorConfig, ExecutorCounters};
+use selfheal::live::tools::{self, ChainVerifier, Link};
+use selfheal::live::wire::{self, Format};
+use selfheal::live::KafkaArgs;
+use selfheal::records::{Output, Scope, Verdict};
+use selfheal::time::{Duration, Timestamp};
+
+#[derive(Debug, clap::Args)]
+pub struct EngineArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Policy file (YAML).
+    #[arg(long, env = "SELFHEAL_POLICY")]
+    pub policy: PathBuf,
+    /// `exactly_once` needs Kafka transactions; `at_least_once` is for
+    /// brokers without them.
+    #[arg(
+        long = "processing-guarantee",
+        env = "SELFHEAL_PROCESSING_GUARANTEE",
+        value_enum,
+        default_value = "exactly_once"
+    )]
+    pub guarantee: Guarantee,
+    /// Consumer group of the engine instances.
+    #[arg(long, default_value = "selfheal-engine")]
+    pub group: String,
+    /// This instance's name (client.id, transactional.id); default
+    /// `<host>-engine-<pid>`.
+    #[arg(long, env = "SELFHEAL_INSTANCE")]
+    pub instance: Option<String>,
+    /// Value encoding of the records the engine writes.
+    #[arg(long, value_enum, default_value = "avro")]
+    pub format: Format,
+    /// Clock tick interval when no records come.
+    #[arg(long, default_value = "1s")]
+    pub tick: String,
+    /// Longest time a batch stays uncommitted.
+    #[arg(long, default_value = "100ms")]
+    pub commit_interval: String,
+    /// A record further behind its partition's event time goes to the
+    /// dead-letter topic.
+    #[arg(long, default_value = "10m")]
+    pub max_lateness: String,
+    /// A record stamped further ahead of the clock goes to the dead-letter
+    /// topic.
+    #[arg(long, default_value = "5m")]
+    pub max_future: String,
+    /// Where a partition with no committed offset starts.
+    #[arg(long, value_parser = ["earliest", "latest"], default_value = "earliest")]
+    pub start: String,
+}
+
+pub fn std_duration(s: &str) -> anyhow::Result<std::time::Duration> {
+    if let Some(ms) = s.strip_suffix("ms") {
+        return Ok(std::time::Duration::from_millis(
+            ms.parse().with_context(|| format!("bad duration {s:?}"))?,
+        ));
+    }
+    let d = Duration::parse(s).map_err(|e| anyhow::anyhow!("bad duration {s:?}: {e}"))?;
+    Ok(std::time::Duration::from_millis(d.0.max(0) as u64))
+}
+
+fn load_policy(path: &PathBuf) -> anyhow::Result<Arc<selfheal::policy::Policy>> {
+    match selfheal::policy::load::load(path) {
+        Ok(p) => Ok(Arc::new(p)),
+        Err(problems) => {
+            for p in &problems.0 {
+                eprintln!("{p}");
+            }
+            bail!("{}: {} problem(s)", path.display(), problems.0.len())
+        }
+    }
+}
+
+/// Sets the flag on SIGINT or SIGTERM.
+pub fn stop_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    rt.spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        eprintln!("selfheal: stopping (committing the current batch)");
+        s.store(true, Ordering::Relaxed);
+    });
+    stop
+}
+
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+pub fn engine(a: EngineArgs) -> anyhow::Result<i32> {
+    let policy = load_policy(&a.policy)?;
+    let mut cfg = EngineConfig::new(a.kafka, policy);
+    cfg.guarantee = a.guarantee;
+    cfg.group = a.group;
+    if let Some(i) = a.instance {
+        cfg.instance = i;
+    }
+    cfg.format = a.format;
+    cfg.tick = std_duration(&a.tick)?;
+    cfg.commit_interval = std_duration(&a.commit_interval)?;
+    cfg.max_lateness_ms = std_duration(&a.max_lateness)?.as_millis() as i64;
+    cfg.max_future_ms = std_duration(&a.max_future)?.as_millis() as i64;
+    cfg.start_earliest = a.start == "earliest";
+    let rt = runtime()?;
+    let stop = stop_on_signal(&rt);
+    let counters = Arc::new(EngineCounters::default());
+    selfheal::live::engine::run(&cfg, &stop, &counters)?;
+    let g = EngineCounters::get;
+    eprintln!(
+        "selfheal engine: stopped after {} records, {} commands, {} dead-lettered",
+        g(&counters.consumed),
+        g(&counters.commands),
+        g(&counters.dead_lettered)
+    );
+    Ok(0)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecutorArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Action handlers (YAML): how restart, scale, failover,
+    /// cache_invalidate and other kinds are carried out.
+    #[arg(long, env = "SELFHEAL_HANDLERS")]
+    pub handlers: Option<PathBuf>,
+    /// Handle every kind without a configured handler by POSTing the
+    /// command as JSON to `URL/<kind>`.
+    #[arg(long)]
+    pub handler_url: Option<String>,
+    /// Consumer group of the executors.
+    #[arg(long, default_value = "selfheal-executor")]
+    pub group: String,
+    #[arg(long, env = "SELFHEAL_INSTANCE")]
+    pub instance: Option<String>,
+    /// Commands run at once, at most.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Value encoding of the results.
+    #[arg(long, value_enum, default_value = "avro")]
+    pub format: Format,
+}
+
+pub fn executor(a: ExecutorArgs) -> anyhow::Result<i32> {
+    let runner = build_runner(a.handlers.as_ref(), a.handler_url.as_deref())?;
+    let mut cfg = ExecutorConfig::new(a.kafka);
+    cfg.group = a.group;
+    if let Some(i) = a.instance {
+        cfg.instance = i;
+    }
+    cfg.concurrency = a.concurrency;
+    cfg.format = a.format;
+    let rt = runtime()?;
+    let stop = stop_on_signal(&rt);
+    let counters = Arc::new(ExecutorCounters::default());
+    rt.block_on(selfheal::live::executor::run(
+        cfg,
+        Arc::new(runner),
+        stop,
+        counters,
+    ))?;
+    Ok(0)
+}
+
+pub fn build_runner(
+    handlers: Option<&PathBuf>,
+    handler_url: Option<&str>,
+) -> anyhow::Result<selfheal::executor::Runner> {
+    let h = match (handlers, handler_url) {
+        (Some(path), _) => selfheal::executor::Handlers::load(path)
+            .with_context(|| format!("loading handlers from {}", path.display()))?,
+        (None, Some(url)) => selfheal::executor::Handlers::with_default_url(url)
+            .with_context(|| format!("--handler-url {url}"))?,
+        (None, None) => selfheal::executor::Handlers::default(),
+    };
+    Ok(selfheal::executor::Runner::new(h)?)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AlertCmd {
+    /// Publish an alert from flags, or every alert of an Alertmanager
+    /// webhook payload file.
+    Publish(AlertPublishArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AlertPublishArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Alertmanager webhook payload or single alert (JSON); `-` reads stdin.
+    #[arg(long, conflicts_with_all = ["name", "label"])]
+    pub file: Option<PathBuf>,
+    /// The alert's `alertname`.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The alert's `service` label.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Another label (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// An annotation (repeatable).
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub annotation: Vec<String>,
+    /// Publish the alert as resolved.
+    #[arg(long)]
+    pub resolved: bool,
+    /// `startsAt` (RFC 3339); default now. Firing and resolved records of
+    /// one alert should carry the same value.
+    #[arg(long)]
+    pub starts_at: Option<String>,
+}
+
+fn kv(s: &str) -> anyhow::Result<(String, String)> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .with_context(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+pub fn alert(cmd: AlertCmd) -> anyhow::Result<i32> {
+    let AlertCmd::Publish(a) = cmd;
+    let body = match &a.file {
+        Some(p) if p.as_os_str() == "-" => {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
+            v
+        }
+        Some(p) => std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => {
+            let name = a
+                .name
+                .clone()
+                .context("give --name NAME (and --service) or --file PAYLOAD.json")?;
+            let mut labels = serde_json::Map::new();
+            labels.insert("alertname".into(), name.into());
+            if let Some(s) = &a.service {
+                labels.insert("service".into(), s.clone().into());
+            }
+            for l in &a.label {
+                let (k, v) = kv(l)?;
+                labels.insert(k, v.into());
+            }
+            let mut ann = serde_json::Map::new();
+            for l in &a.annotation {
+                let (k, v) = kv(l)?;
+                ann.insert(k, v.into());
+            }
+            let starts = match &a.starts_at {
+                Some(s) => Timestamp::parse(s).map_err(|e| anyhow::anyhow!("--starts-at: {e}"))?,
+                None => Timestamp(selfheal::live::wall_ms()),
+            };
+            let mut v = serde_json::json!({
+                "status": if a.resolved { "resolved" } else { "firing" },
+                "labels": labels,
+                "annotations": ann,
+                "startsAt": starts.to_string(),
+            });
+            if a.resolved {
+                v["endsAt"] = Timestamp(selfheal::live::wall_ms()).to_string().into();
+            }
+            v.to_string().into_bytes()
+        }
+    };
+    let rt = runtime()?;
+    let n = rt.block_on(async {
+        let p = tools::producer(&a.kafka)?;
+        tools::publish_alerts(&p, &a.kafka, &body).await
+    })?;
+    println!("published {n} alert(s) to {}", a.kafka.topics().alerts);
+    Ok(0)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DecideArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The proposed command's id (from the approval request).
+    pub id: String,
+    /// Who decides; must be one of the policy's approvers.
+    #[arg(long, env = "SELFHEAL_APPROVER")]
+    pub by: String,
+    /// The service of the proposal; looked up in the approval requests
+    /// topic when absent.
+    #[arg(long)]
+    pub service: Option<String>,
+    #[arg(long, value_enum, default_value = "avro")]
+    pub format: Format,
+}
+
+pub fn decide(a: DecideArgs, verdict: Verdict) -> anyhow::Result<i32> {
+    let rt = runtime()?;
+    let service = rt.block_on(tools::decide(
+        &a.kafka, &a.id, verdict, &a.by, a.service, a.format,
+    ))?;
+    println!(
+        "{} {} (service {service}) as {}",
+        match verdict {
+            Verdict::Approve => "approved",
+            Verdict::Reject => "rejected",
+        },
+        a.id,
+        a.by
+    );
+    Ok(0)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KillSwitchArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// `on` stops automated actions in the scope; `off` resumes them.
+    #[arg(value_parser = ["on", "off"])]
+    pub state: String,
+    /// `global`, `service:NAME` or `runbook:NAME`.
+    #[arg(long)]
+    pub scope: String,
+    /// When the switch turns itself off (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Who switched it.
+    #[arg(long, env = "USER", default_value = "operator")]
+    pub by: String,
+    #[arg(long, value_enum, default_value = "avro")]
+    pub format: Format,
+}
+
+pub fn kill_switch(a: KillSwitchArgs) -> anyhow::Result<i32> {
+    let scope = Scope::parse(&a.scope).with_context(|| {
+        format!(
+            "bad --scope {:?}: expected global, service:NAME or runbook:NAME",
+            a.scope
+        )
+    })?;
+    let until = a
+        .until
+        .as_deref()
+        .map(Timestamp::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--until: {e}"))?;
+    let on = a.state == "on";
+    let rt = runtime()?;
+    let n = rt.block_on(tools::kill_switch(
+        &a.kafka,
+        scope.clone(),
+        on,
+        until,
+        &a.by,
+        a.format,
+    ))?;
+    println!(
+        "kill switch {} for {scope}{} ({n} partition(s) of {})",
+        a.state,
+        until.map(|u| format!(" until {u}")).unwrap_or_default(),
+        a.kafka.topics().control
+    );
+    Ok(0)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCmd {
+    /// Print audit records as they arrive; `--verify` checks each
+    /// service's hash chain.
+    Tail(AuditTailArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditTailArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Check every service's hash chain; a break is reported and the exit
+    /// code is 1.
+    #[arg(long)]
+    pub verify: bool,
+    /// Stop at the end of the topic instead of following it.
+    #[arg(long)]
+    pub no_follow: bool,
+    /// Only this service's records.
+    #[arg(long)]
+    pub service: Option<String>,
+    /// One JSON object per line instead of the readable form.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn audit(cmd: AuditCmd) -> anyhow::Result<i32> {
+    let AuditCmd::Tail(a) = cmd;
+    let rt = runtime()?;
+    let stop = stop_on_signal(&rt);
+    let topic = a.kafka.topics().audit;
+    let mut v = ChainVerifier::default();
+    let mut broken = 0u64;
+    let mut bad = 0u64;
+    tools::scan_topic_from(&a.kafka, &topic, !a.no_follow, Some(&stop), |m| {
+        let kind = wire::header(m.headers(), wire::KIND_HEADER);
+        let audit = match wire::decode_output(kind.or(Some("audit")), m.payload().unwrap_or(&[])) {
+            Ok(Output::Audit(x)) => x,
+            Ok(_) => return true,
+            Err(e) => {
+                bad += 1;
+                eprintln!(
+                    "{topic}[{}]@{}: undecodable: {e}",
+                    m.partition(),
+                    m.offset()
+                );
+                return true;
+            }
+        };
+        let mut mark = "";
+        if a.verify {
+            match v.check(&audit) {
+                Ok(Link::Ok) => mark = " ✓",
+                Ok(Link::Duplicate) => mark = " (repeat)",
+                Err(e) => {
+                    broken += 1;
+                    eprintln!(
+                        "CHAIN BROKEN at {topic}[{}]@{}: {e}",
+                        m.partition(),
+                        m.offset()
+                    );
+                }
+            }
+        }
+        if a.service.as_deref().is_none_or(|s| s == audit.service) {
+            if a.json {
+                println!("{}", serde_json::to_string(&audit).unwrap_or_default());
+            } else {
+                println!("{}{mark}", tools::pretty_audit(&audit));
+            }
+        }
+        true
+    })?;
+    if a.verify {
+        eprintln!(
+            "verified {} audit record(s), {} repeat(s), {broken} break(s), {bad} undecodable",
+            v.verified, v.duplicates
+        );
+        return Ok(if broken > 0 || bad > 0 { 1 } else { 0 });
+    }
+    Ok(0)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BridgeCmd {
+    /// Receive Alertmanager webhooks and publish every alert.
+    Alertmanager(BridgeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BridgeArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Address to listen on, e.g. 0.0.0.0:9095.
+    #[arg(long, default_value = "127.0.0.1:9095")]
+    pub listen: String,
+}
+
+pub fn bridge(cmd: BridgeCmd) -> anyhow::Result<i32> {
+    let BridgeCmd::Alertmanager(a) = cmd;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let l = tokio::net::TcpListener::bind(&a.listen)
+            .await
+            .with_context(|| format!("listening on {}", a.listen))?;
+        eprintln!(
+            "selfheal bridge: Alertmanager webhooks on http://{} -> {}",
+            l.local_addr()?,
+            a.kafka.topics().alerts
+        );
+        tools::bridge(a.kafka, l, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+        anyhow::Ok(())
+    })?;
+    Ok(0)
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TopicsCmd {
+    /// Create every topic selfheal uses (existing ones are kept).
+    Create(TopicsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TopicsArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Partitions of each topic; all input topics need the same count.
+    #[arg(long, default_value_t = 6)]
+    pub partitions: i32,
+}
+
+pub fn topics(cmd: TopicsCmd) -> anyhow::Result<i32> {
+    let TopicsCmd::Create(a) = cmd;
+    let rt = runtime()?;
+    rt.block_on(selfheal::live::create_topics(&a.kafka, a.partitions))?;
+    println!(
+        "topics ready on {} ({} partitions each): {}",
+        a.kafka.brokers,
+        a.partitions,
+        a.kafka.topics().all().join(" ")
+    );
+    Ok(0)
+}

@@ -1,0 +1,926 @@
+//! `selfheal engine`: the decision core on Kafka.
+//!
+//! The engine instances form one consumer group over the six input topics.
+//! Every input topic is keyed by service and has the same number of
+//! partitions, and the group uses the `range` assignor, so partition `p` of
+//! every input topic goes to the same instance: that instance runs one core
+//! for `p`, and a service's state lives with its partition.
+//!
+//! Each core sees its records in arrival order at event time
+//! `max(Kafka timestamp, event time reached)`; a record further behind
+//! than `max_lateness`, or stamped further ahead of the wall clock than
+//! `max_future`, goes to the dead-letter topic instead. When all of a
+//! partition's input topics are consumed to their end, a clock tick at
+//! wall-clock time advances the core, so deadlines and minute evaluations
+//! happen without traffic. Ticks are journaled like records.
+//!
+//! Batches: outputs, dead letters and the batch's [journal](super::journal)
+//! records are produced together with the consumed offsets; with
+//! `exactly_once` in one Kafka transaction, with `at_least_once` by
+//! flushing then committing offsets (a crash in between re-emits the batch;
+//! command ids derive from the inputs, and executors run each id once).
+//! A batch commits when the consumer has caught up, when it holds
+//! `max_batch` records, or after `commit_interval`.
+//!
+//! On assignment a partition's core is rebuilt from its journal, and input
+//! records at offsets the journal already holds are skipped; on revocation
+//! the pending batch is committed first.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::journal::{self, Entry};
+use super::wire::{self, Format, INPUT_KINDS};
+use super::{wall_ms, Health, KafkaArgs, LiveError, Topics};
+use crate::engine::Engine;
+use crate::policy::Policy;
+use crate::records::avro::decode_value;
+use crate::records::{Emitted, Output, Record};
+use crate::time::Timestamp;
+
+/// `processing.guarantee`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Consume, decide and produce in one Kafka transaction.
+    ExactlyOnce,
+    /// For brokers without transactions: outputs may repeat after a crash,
+    /// with the same ids; executors deduplicate commands by id.
+    AtLeastOnce,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub kafka: KafkaArgs,
+    pub policy: Arc<Policy>,
+    pub group: String,
+    /// Names this instance's producer (`transactional.id`) and client.
+    pub instance: String,
+    pub guarantee: Guarantee,
+    pub format: Format,
+    pub tick: StdDuration,
+    pub commit_interval: StdDuration,
+    pub max_batch: usize,
+    pub max_lateness_ms: i64,
+    pub max_future_ms: i64,
+    /// `auto.offset.reset` for partitions with no committed offset.
+    pub start_earliest: bool,
+}
+
+impl EngineConfig {
+    pub fn new(kafka: KafkaArgs, policy: Arc<Policy>) -> EngineConfig {
+        EngineConfig {
+            kafka,
+            policy,
+            group: "selfheal-engine".into(),
+            instance: default_instance("engine"),
+            guarantee: Guarantee::ExactlyOnce,
+            format: Format::Avro,
+            tick: StdDuration::from_secs(1),
+            commit_interval: StdDuration::from_millis(100),
+            max_batch: 10_000,
+            max_lateness_ms: 10 * 60_000,
+            max_future_ms: 5 * 60_000,
+            start_earliest: true,
+        }
+    }
+}
+
+/// `<host>-<what>-<pid>`.
+pub fn default_instance(what: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .unwrap_or_else(|| "selfheal".into());
+    format!("{host}-{what}-{}", std::process::id())
+}
+
+/// Counters of a running engine, readable from other threads.
+#[derive(Debug, Default)]
+pub struct EngineCounters {
+    pub consumed: AtomicU64,
+    pub skipped_replayed: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub clamped_late: AtomicU64,
+    pub ticks: AtomicU64,
+    pub outputs: AtomicU64,
+    pub commands: AtomicU64,
+    pub batches: AtomicU64,
+    pub recovered_entries: AtomicU64,
+    pub partitions: AtomicU64,
+    pub restarts: AtomicU64,
+}
+
+impl EngineCounters {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// Runs the engine until `stop` is set. Kafka failures that leave the
+/// in-memory state ahead of what was committed (an aborted transaction, a
+/// failed delivery) rebuild the consumer and producer and recover from
+/// the journals; configuration errors and a broker without transactions
+/// under `exactly_once` are returned.
+pub fn run(
+    cfg: &EngineConfig,
+    stop: &AtomicBool,
+    counters: &Arc<EngineCounters>,
+) -> Result<(), LiveError> {
+    let mut first = true;
+    loop {
+        match run_once(cfg, stop, counters, first) {
+            Ok(()) => return Ok(()),
+            Err(
+                e @ (LiveError::NoTransactions(_)
+                | LiveError::BadSetting(_)
+                | LiveError::MissingTopic { .. }
+                | LiveError::PartitionMismatch { .. }),
+            ) => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, "engine failed; rebuilding from the journals");
+                eprintln!("selfheal engine: {e}; restarting from the journals");
+                counters.restarts.fetch_add(1, Ordering::Relaxed);
+                first = false;
+                std::thread::sleep(StdDuration::from_secs(1));
+                if stop.load(Ordering::Relaxed) {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+struct Ctx {
+    health: Health,
+    rt: Arc<Mutex<Runtime>>,
+    failed: Arc<Mutex<Option<LiveError>>>,
+}
+
+impl ClientContext for Ctx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.health.error(error, reason);
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let Ok(mut rt) = self.rt.lock() else { return };
+            if let Err(e) = rt.commit(consumer) {
+                set_failed(&self.failed, e);
+            }
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            for p in parts {
+                if rt.shards.remove(&p).is_some() {
+                    tracing::info!(partition = p, "partition revoked");
+                }
+            }
+            rt.counters
+                .partitions
+                .store(rt.shards.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let Ok(mut rt) = self.rt.lock() else { return };
+            let mut parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            parts.sort_unstable();
+            parts.dedup();
+            for p in parts {
+                if rt.shards.contains_key(&p) {
+                    continue;
+                }
+                match rt.recover(p) {
+                    Ok(shard) => {
+                        rt.shards.insert(p, shard);
+                    }
+                    Err(e) => set_failed(&self.failed, e),
+                }
+            }
+            rt.counters
+                .partitions
+                .store(rt.shards.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+fn set_failed(slot: &Mutex<Option<LiveError>>, e: LiveError) {
+    tracing::error!(error = %e, "engine error");
+    if let Ok(mut g) = slot.lock() {
+        g.get_or_insert(e);
+    }
+}
+
+#[derive(Default)]
+struct Deliveries {
+    failed: AtomicU64,
+    last: Mutex<Option<String>>,
+}
+
+struct ProducerCtx {
+    health: Health,
+    deliveries: Arc<Deliveries>,
+}
+
+impl ClientContext for ProducerCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.health.error(error, reason);
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.deliveries.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut g) = self.deliveries.last.lock() {
+                *g = Some(e.to_string());
+            }
+        }
+    }
+}
+
+struct Dead {
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    code: &'static str,
+    reason: String,
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+struct Shard {
+    core: Engine,
+    /// Next offset to process, per input topic; -1 when unknown.
+    positions: [i64; 6],
+    journal: journal::Writer,
+    outputs: Vec<Emitted>,
+    dead: Vec<Dead>,
+    touched: bool,
+}
+
+impl Shard {
+    fn new(policy: &Arc<Policy>, p: i32) -> Shard {
+        Shard {
+            core: Engine::new(policy.clone()).with_global_chain(format!("global@{p}")),
+            positions: [-1; 6],
+            journal: journal::Writer::default(),
+            outputs: Vec::new(),
+            dead: Vec::new(),
+            touched: false,
+        }
+    }
+
+    fn apply(&mut self, e: &Entry) -> Result<(), String> {
+        if let Some((t, off)) = e.position() {
+            let slot = &mut self.positions[t as usize % 6];
+            *slot = (*slot).max(off + 1);
+        }
+        match e.to_record() {
+            None => Ok(()),
+            Some(Ok(rec)) => {
+                let mut sink = Vec::new();
+                self.core
+                    .process(&rec, &mut sink)
+                    .map_err(|e| format!("replaying the journal: {e}"))
+            }
+            // A record that decoded when it was journaled decodes again,
+            // unless the decoder changed; then it is skipped as it would
+            // be dead-lettered now.
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "journaled record no longer decodes; skipped");
+                Ok(())
+            }
+        }
+    }
+}
+
+struct Runtime {
+    cfg: EngineConfig,
+    topics: Topics,
+    producer: BaseProducer<ProducerCtx>,
+    deliveries: Arc<Deliveries>,
+    shards: BTreeMap<i32, Shard>,
+    /// When each input topic-partition last delivered a record.
+    last_seen: BTreeMap<(u8, i32), Instant>,
+    pending: usize,
+    batch_started: Option<Instant>,
+    counters: Arc<EngineCounters>,
+}
+
+impl Runtime {
+    fn recover(&mut self, p: i32) -> Result<Shard, LiveError> {
+        let started = Instant::now();
+        let mut shard = Shard::new(&self.cfg.policy, p);
+        let mut cc = self.cfg.kafka.client_config()?;
+        cc.set("group.id", format!("{}-journal-reader", self.cfg.group))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest");
+        let reader: BaseConsumer = cc
+            .create()
+            .map_err(LiveError::kafka("creating the journal reader"))?;
+        let topic = self.topics.journal.clone();
+        let (low, high) = reader
+            .fetch_watermarks(&topic, p, StdDuration::from_secs(10))
+            .map_err(LiveError::kafka(format!("reading {topic} watermarks")))?;
+        let mut entries = 0u64;
+        if high > low {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, p, Offset::Offset(low))
+                .map_err(LiveError::kafka("assigning the journal"))?;
+            reader
+                .assign(&tpl)
+                .map_err(LiveError::kafka("assigning the journal"))?;
+            let deadline = Instant::now() + StdDuration::from_secs(120);
+            loop {
+                if Instant::now() > deadline {
+                    return Err(LiveError::Journal {
+                        partition: p,
+                        message: format!("not read to its end ({high}) within 120s"),
+                    });
+                }
+                match reader.poll(StdDuration::from_millis(500)) {
+                    None => continue,
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(e)) => {
+                        return Err(LiveError::Kafka {
+                            context: format!("reading {topic}[{p}]"),
+                            source: e,
+                        })
+                    }
+                    Some(Ok(m)) => {
+                        let value = m.payload().unwrap_or(&[]);
+                        let batch =
+                            journal::decode(value).map_err(|message| LiveError::Journal {
+                                partition: p,
+                                message: format!("offset {}: {message}", m.offset()),
+                            })?;
+                        for e in &batch {
+                            shard.apply(e).map_err(|message| LiveError::Journal {
+                                partition: p,
+                                message,
+                            })?;
+                            entries += 1;
+                        }
+                        if m.offset() >= high - 1 {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        self.counters
+            .recovered_entries
+            .fetch_add(entries, Ordering::Relaxed);
+        tracing::info!(
+            partition = p,
+            entries,
+            journal_low = low,
+            journal_high = high,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "partition assigned; state rebuilt from the journal"
+        );
+        Ok(shard)
+    }
+
+    fn on_message(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        let Some(t) = self.topics.inputs().iter().position(|x| *x == m.topic()) else {
+            return;
+        };
+        let p = m.partition();
+        self.last_seen.insert((t as u8, p), Instant::now());
+        let (max_lateness, max_future) = (self.cfg.max_lateness_ms, self.cfg.max_future_ms);
+        let Some(shard) = self.shards.get_mut(&p) else {
+            return;
+        };
+        let off = m.offset();
+        if off < shard.positions[t] {
+            self.counters
+                .skipped_replayed
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.counters.consumed.fetch_add(1, Ordering::Relaxed);
+        shard.positions[t] = off + 1;
+        shard.touched = true;
+        self.pending += 1;
+        self.batch_started.get_or_insert_with(Instant::now);
+        let value = m.payload().unwrap_or(&[]);
+        let wall = wall_ms();
+        let kafka_ts = m.timestamp().to_millis().unwrap_or(wall);
+        let now = shard.core.now().map(|t| t.0);
+        let verdict = if kafka_ts > wall + max_future {
+            Err((
+                "future_timestamp",
+                format!(
+                    "record timestamp {} is more than {}s ahead of the clock",
+                    Timestamp(kafka_ts),
+                    max_future / 1000
+                ),
+            ))
+        } else if now.is_some_and(|n| kafka_ts < n - max_lateness) {
+            Err((
+                "late",
+                format!(
+                    "record timestamp {} is more than {}s behind the partition's event time {}",
+                    Timestamp(kafka_ts),
+                    max_lateness / 1000,
+                    Timestamp(now.unwrap_or_default())
+                ),
+            ))
+        } else {
+            decode_value(INPUT_KINDS[t], value).map_err(|e| (e.code(), e.to_string()))
+        };
+        match verdict {
+            Ok(input) => {
+                let ts = now.map_or(kafka_ts, |n| n.max(kafka_ts));
+                if now.is_some_and(|n| kafka_ts < n) {
+                    self.counters.clamped_late.fetch_add(1, Ordering::Relaxed);
+                }
+                let before = shard.outputs.len();
+                let rec = Record {
+                    ts: Timestamp(ts),
+                    input,
+                };
+                // Event time never goes back here, so the core cannot
+                // refuse the record as late.
+                let _ = shard.core.process(&rec, &mut shard.outputs);
+                count_outputs(&self.counters, &shard.outputs[before..]);
+                shard.journal.push(&Entry::Record {
+                    topic: t as u8,
+                    offset: off,
+                    ts,
+                    value: value.to_vec(),
+                });
+            }
+            Err((code, reason)) => {
+                self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(topic = m.topic(), partition = p, offset = off, code, %reason, "dead-lettered");
+                shard.dead.push(Dead {
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: value.to_vec(),
+                    code,
+                    reason,
+                    topic: m.topic().to_string(),
+                    partition: p,
+                    offset: off,
+                });
+                shard.journal.push(&Entry::Dropped {
+                    topic: t as u8,
+                    offset: off,
+                });
+            }
+        }
+    }
+
+    /// Whether every input topic of partition `p` is consumed to the end
+    /// the consumer knows of: the position (or the journal's) reached the
+    /// high watermark, or the topic-partition has been quiet for 5s.
+    fn caught_up(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        positions: &TopicPartitionList,
+        p: i32,
+    ) -> bool {
+        let Some(shard) = self.shards.get(&p) else {
+            return false;
+        };
+        self.topics.inputs().iter().enumerate().all(|(t, name)| {
+            let pos = positions
+                .find_partition(name, p)
+                .and_then(|e| e.offset().to_raw())
+                .unwrap_or(-1)
+                .max(shard.positions[t]);
+            let high = cached_high_watermark(consumer, name, p).unwrap_or(-1);
+            let quiet = self
+                .last_seen
+                .get(&(t as u8, p))
+                .is_none_or(|s| s.elapsed() >= StdDuration::from_secs(5));
+            (high >= 0 && pos >= high) || high == 0 || quiet
+        })
+    }
+
+    /// Ticks every caught-up partition whose event time is a tick behind
+    /// the clock.
+    fn tick(&mut self, consumer: &BaseConsumer<Ctx>) {
+        let wall = wall_ms();
+        let step = self.cfg.tick.as_millis() as i64;
+        let positions = consumer.position().unwrap_or_default();
+        let due: Vec<i32> = self
+            .shards
+            .iter()
+            .filter(|(_, s)| s.core.now().is_none_or(|n| wall - n.0 >= step))
+            .map(|(&p, _)| p)
+            .collect();
+        for p in due {
+            if !self.caught_up(consumer, &positions, p) {
+                continue;
+            }
+            let Some(shard) = self.shards.get_mut(&p) else {
+                continue;
+            };
+            let ts = shard.core.now().map_or(wall, |n| n.0.max(wall));
+            let before = shard.outputs.len();
+            let rec = Record {
+                ts: Timestamp(ts),
+                input: crate::records::Input::Tick,
+            };
+            let _ = shard.core.process(&rec, &mut shard.outputs);
+            count_outputs(&self.counters, &shard.outputs[before..]);
+            self.counters.ticks.fetch_add(1, Ordering::Relaxed);
+            shard.journal.push(&Entry::Tick { ts });
+            shard.touched = true;
+            self.pending += 1;
+            self.batch_started.get_or_insert_with(Instant::now);
+        }
+    }
+
+    fn due(&self, idle: bool) -> bool {
+        self.pending > 0
+            && (idle
+                || self.pending >= self.cfg.max_batch
+                || self
+                    .batch_started
+                    .is_some_and(|s| s.elapsed() >= self.cfg.commit_interval))
+    }
+
+    fn produce(&self, rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), LiveError> {
+        let mut rec = rec;
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    rec = r;
+                    self.producer.poll(StdDuration::from_millis(50));
+                }
+                Err((e, _)) => {
+                    return Err(LiveError::Kafka {
+                        context: "producing".into(),
+                        source: e,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Commits the pending batch of every partition.
+    fn commit(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), LiveError> {
+        if self.pending == 0 {
+            return Ok(());
+        }
+        let eos = self.cfg.guarantee == Guarantee::ExactlyOnce;
+        if eos {
+            self.producer
+                .begin_transaction()
+                .map_err(LiveError::kafka("beginning a transaction"))?;
+        }
+        let mut offsets = TopicPartitionList::new();
+        let mut journals: Vec<(i32, Vec<Vec<u8>>)> = Vec::new();
+        let mut outputs: Vec<Emitted> = Vec::new();
+        let mut dead: Vec<Dead> = Vec::new();
+        for (&p, shard) in self.shards.iter_mut() {
+            if !shard.touched {
+                continue;
+            }
+            for (t, &pos) in shard.positions.iter().enumerate() {
+                if pos >= 0 {
+                    offsets
+                        .add_partition_offset(self.topics.inputs()[t], p, Offset::Offset(pos))
+                        .map_err(LiveError::kafka("building offsets"))?;
+                }
+            }
+            journals.push((p, shard.journal.take()));
+            outputs.append(&mut shard.outputs);
+            dead.append(&mut shard.dead);
+            shard.touched = false;
+        }
+        for e in &outputs {
+            self.produce_output(e)?;
+        }
+        for d in &dead {
+            self.produce_dead(d)?;
+        }
+        if !eos {
+            self.flush("outputs")?;
+        }
+        for (p, chunks) in &journals {
+            let key = p.to_string();
+            for c in chunks {
+                self.produce(
+                    BaseRecord::to(&self.topics.journal)
+                        .partition(*p)
+                        .key(key.as_bytes())
+                        .payload(c.as_slice()),
+                )?;
+            }
+        }
+        if eos {
+            let meta = consumer.group_metadata().ok_or_else(|| {
+                LiveError::Other("consumer has no group metadata for the transaction".into())
+            })?;
+            self.producer
+                .send_offsets_to_transaction(&offsets, &meta, StdDuration::from_secs(30))
+                .map_err(LiveError::kafka("adding offsets to the transaction"))?;
+            let commit = self.producer.commit_transaction(StdDuration::from_secs(30));
+            if let Err(e) = commit {
+                let _ = self.producer.abort_transaction(StdDuration::from_secs(30));
+                return Err(LiveError::Kafka {
+                    context: "committing the transaction".into(),
+                    source: e,
+                });
+            }
+            self.check_deliveries()?;
+        } else {
+            self.flush("the journal")?;
+            if offsets.count() > 0 {
+                consumer
+                    .commit(&offsets, rdkafka::consumer::CommitMode::Sync)
+                    .map_err(LiveError::kafka("committing offsets"))?;
+            }
+        }
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.pending = 0;
+        self.batch_started = None;
+        Ok(())
+    }
+
+    fn flush(&self, what: &str) -> Result<(), LiveError> {
+        self.producer
+            .flush(StdDuration::from_secs(30))
+            .map_err(LiveError::kafka(format!("flushing {what}")))?;
+        self.check_deliveries()
+    }
+
+    fn check_deliveries(&self) -> Result<(), LiveError> {
+        let failed = self.deliveries.failed.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            let last = self
+                .deliveries
+                .last
+                .lock()
+                .ok()
+                .and_then(|g| g.clone())
+                .unwrap_or_default();
+            return Err(LiveError::Delivery(failed, last));
+        }
+        Ok(())
+    }
+
+    fn produce_output(&self, e: &Emitted) -> Result<(), LiveError> {
+        let topic = match &e.output {
+            Output::Command(_) => &self.topics.actions,
+            Output::Escalation(_) => &self.topics.escalations,
+            Output::Audit(_) => &self.topics.audit,
+            Output::Incident(_) | Output::BurnAlert(_) => &self.topics.incidents,
+            Output::ApprovalRequest(_) => &self.topics.approval_requests,
+        };
+        let value = wire::encode_output(&e.output, self.cfg.format);
+        self.produce(
+            BaseRecord::to(topic)
+                .key(e.output.key().as_bytes())
+                .payload(value.as_slice())
+                .timestamp(e.ts.0)
+                .headers(wire::kind_headers(e.output.kind())),
+        )
+    }
+
+    fn produce_dead(&self, d: &Dead) -> Result<(), LiveError> {
+        let partition = d.partition.to_string();
+        let offset = d.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "selfheal-error",
+                value: Some(d.reason.as_str()),
+            })
+            .insert(Header {
+                key: "selfheal-error-code",
+                value: Some(d.code),
+            })
+            .insert(Header {
+                key: "selfheal-source-topic",
+                value: Some(d.topic.as_str()),
+            })
+            .insert(Header {
+                key: "selfheal-source-partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "selfheal-source-offset",
+                value: Some(offset.as_str()),
+            });
+        let mut rec = BaseRecord::to(&self.topics.dlq)
+            .payload(d.value.as_slice())
+            .headers(headers);
+        if let Some(k) = &d.key {
+            rec = rec.key(k.as_slice());
+        }
+        self.produce(rec)
+    }
+}
+
+fn count_outputs(c: &EngineCounters, outs: &[Emitted]) {
+    c.outputs.fetch_add(outs.len() as u64, Ordering::Relaxed);
+    let cmds = outs
+        .iter()
+        .filter(|e| matches!(e.output, Output::Command(_)))
+        .count();
+    c.commands.fetch_add(cmds as u64, Ordering::Relaxed);
+}
+
+fn run_once(
+    cfg: &EngineConfig,
+    stop: &AtomicBool,
+    counters: &Arc<EngineCounters>,
+    first: bool,
+) -> Result<(), LiveError> {
+    let topics = cfg.kafka.topics();
+    let health = Health::default();
+    let deliveries = Arc::new(Deliveries::default());
+    let mut pc = cfg.kafka.client_config()?;
+    pc.set("client.id", &cfg.instance)
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.max.bytes", "2000000");
+    match cfg.guarantee {
+        Guarantee::ExactlyOnce => {
+            pc.set(
+                "transactional.id",
+                format!("{}-{}", cfg.group, cfg.instance),
+            )
+            .set("transaction.timeout.ms", "30000");
+        }
+        Guarantee::AtLeastOnce => {
+            if pc.get("enable.idempotence").is_none() {
+                pc.set("enable.idempotence", "true");
+            }
+        }
+    }
+    let producer: BaseProducer<ProducerCtx> = pc
+        .create_with_context(ProducerCtx {
+            health: health.clone(),
+            deliveries: deliveries.clone(),
+        })
+        .map_err(LiveError::kafka("creating the producer"))?;
+    let n = check_partitions(cfg, &producer, &topics)?;
+    if cfg.guarantee == Guarantee::ExactlyOnce {
+        producer
+            .init_transactions(StdDuration::from_secs(20))
+            .map_err(|e| LiveError::NoTransactions(e.to_string()))?;
+    }
+    if first {
+        let g = match cfg.guarantee {
+            Guarantee::ExactlyOnce => "exactly_once (Kafka transactions)",
+            Guarantee::AtLeastOnce => {
+                "at_least_once (no transactions: outputs may repeat after a crash, with the same ids)"
+            }
+        };
+        eprintln!(
+            "selfheal engine: {} on {} ({n} partitions), processing.guarantee {g}, policy {}",
+            cfg.instance, cfg.kafka.brokers, cfg.policy.version
+        );
+    }
+    let failed: Arc<Mutex<Option<LiveError>>> = Arc::default();
+    let rt = Arc::new(Mutex::new(Runtime {
+        cfg: cfg.clone(),
+        topics: topics.clone(),
+        producer,
+        deliveries,
+        shards: BTreeMap::new(),
+        last_seen: BTreeMap::new(),
+        pending: 0,
+        batch_started: None,
+        counters: counters.clone(),
+    }));
+    let mut cc = cfg.kafka.client_config()?;
+    cc.set("group.id", &cfg.group)
+        .set("client.id", &cfg.instance)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "range")
+        .set(
+            "auto.offset.reset",
+            if cfg.start_earliest {
+                "earliest"
+            } else {
+                "latest"
+            },
+        );
+    if cc.get("session.timeout.ms").is_none() {
+        cc.set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+    }
+    let consumer: BaseConsumer<Ctx> = cc
+        .create_with_context(Ctx {
+            health: health.clone(),
+            rt: rt.clone(),
+            failed: failed.clone(),
+        })
+        .map_err(LiveError::kafka("creating the consumer"))?;
+    consumer
+        .subscribe(&topics.inputs())
+        .map_err(LiveError::kafka("subscribing to the input topics"))?;
+
+    let result = (|| {
+        let mut last_tick = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let busy = rt.lock().map(|r| r.pending > 0).unwrap_or(false);
+            let wait = if busy {
+                StdDuration::from_millis(5)
+            } else {
+                StdDuration::from_millis(100)
+            };
+            let polled = consumer.poll(wait);
+            if let Some(e) = failed.lock().ok().and_then(|mut g| g.take()) {
+                return Err(e);
+            }
+            let mut rt = rt
+                .lock()
+                .map_err(|_| LiveError::Other("engine state lock poisoned".into()))?;
+            let idle = match polled {
+                None => true,
+                Some(Ok(m)) => {
+                    health.mark_up();
+                    rt.on_message(&m);
+                    false
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    true
+                }
+            };
+            if last_tick.elapsed() >= StdDuration::from_millis(200) {
+                rt.tick(&consumer);
+                last_tick = Instant::now();
+            }
+            if rt.due(idle) {
+                rt.commit(&consumer)?;
+            }
+            rt.producer.poll(StdDuration::ZERO);
+        }
+        let mut rt = rt
+            .lock()
+            .map_err(|_| LiveError::Other("engine state lock poisoned".into()))?;
+        rt.commit(&consumer)?;
+        Ok(())
+    })();
+    if result.is_ok() {
+        consumer.unsubscribe();
+    }
+    result
+}
+
+/// The high watermark (the last stable offset under `read_committed`) of
+/// a partition as of the consumer's last fetch, without a request.
+fn cached_high_watermark(consumer: &BaseConsumer<Ctx>, topic: &str, p: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid while `consumer` lives; librdkafka
+    // reads the NUL-terminated topic name and writes the two offsets.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            p,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
+fn check_partitions(
+    cfg: &EngineConfig,
+    producer: &BaseProducer<ProducerCtx>,
+    topics: &Topics,
+) -> Result<usize, LiveError> {
+    super::check_topics(
+        producer.client(),
+        topics,
+        &cfg.kafka.brokers,
+        &[&topics.journal],
+    )
+}

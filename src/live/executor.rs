@@ -1,0 +1,416 @@
+//! `selfheal executor`: runs remediation commands at most once per id.
+//!
+//! Executors form a consumer group on the actions topic. Before a command
+//! runs, a `claimed` entry is written to the executions ledger (a topic
+//! partitioned like the actions topic, keyed by command id) and flushed;
+//! only then is the command's offset committed and the command started.
+//! On assignment an executor reads the ledger partition to its end, and a
+//! command whose id is already there is not run again: redelivery after a
+//! crash or a rebalance, or the same command emitted twice under
+//! `at_least_once`, runs it once. A command claimed by an executor that
+//! died before reporting gets no result; the engine escalates it when its
+//! result is overdue. Commands past their deadline are not started: they
+//! are reported `timed_out` at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::wire::{self, Format};
+use super::{wall_ms, KafkaArgs, LiveError, Topics};
+use crate::executor::{Outcome, Runner};
+use crate::records::{ActionResult, Command, Input, Output, ResultStatus};
+use crate::time::Timestamp;
+
+/// Executor settings.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    pub kafka: KafkaArgs,
+    pub group: String,
+    pub instance: String,
+    pub format: Format,
+    /// Commands run at once, at most.
+    pub concurrency: usize,
+}
+
+impl ExecutorConfig {
+    pub fn new(kafka: KafkaArgs) -> ExecutorConfig {
+        ExecutorConfig {
+            kafka,
+            group: "selfheal-executor".into(),
+            instance: super::engine::default_instance("executor"),
+            format: Format::Avro,
+            concurrency: 16,
+        }
+    }
+}
+
+/// Counters of a running executor.
+#[derive(Debug, Default)]
+pub struct ExecutorCounters {
+    pub received: AtomicU64,
+    pub started: AtomicU64,
+    pub succeeded: AtomicU64,
+    pub failed: AtomicU64,
+    pub timed_out: AtomicU64,
+    pub expired: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub undecodable: AtomicU64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct LedgerEntry {
+    command_id: String,
+    state: String,
+    executor: String,
+    at: String,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// Runs the executor until `stop` is set.
+pub async fn run(
+    cfg: ExecutorConfig,
+    runner: Arc<Runner>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<ExecutorCounters>,
+) -> Result<(), LiveError> {
+    let topics = cfg.kafka.topics();
+    let mut pc = cfg.kafka.client_config()?;
+    pc.set("client.id", &cfg.instance)
+        .set("linger.ms", "0")
+        .set("acks", "all");
+    let producer: FutureProducer = pc
+        .create()
+        .map_err(LiveError::kafka("creating the producer"))?;
+    let n = super::check_topics(
+        producer.client(),
+        &topics,
+        &cfg.kafka.brokers,
+        &[&topics.actions, &topics.executions],
+    )?;
+    let mut cc = cfg.kafka.client_config()?;
+    cc.set("group.id", &cfg.group)
+        .set("client.id", &cfg.instance)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("partition.assignment.strategy", "range");
+    if cc.get("session.timeout.ms").is_none() {
+        cc.set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+    }
+    let ledgers: Arc<Mutex<HashMap<i32, HashSet<String>>>> = Arc::default();
+    let consumer: StreamConsumer<ExecCtx> = cc
+        .create_with_context(ExecCtx {
+            ledgers: ledgers.clone(),
+        })
+        .map_err(LiveError::kafka("creating the consumer"))?;
+    consumer
+        .subscribe(&[&topics.actions])
+        .map_err(LiveError::kafka("subscribing to the actions topic"))?;
+    eprintln!(
+        "selfheal executor: {} on {} ({n} partitions of {})",
+        cfg.instance, cfg.kafka.brokers, topics.actions
+    );
+    let slots = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        topics: topics.clone(),
+        producer,
+        counters,
+        runner,
+    });
+    while !stop.load(Ordering::Relaxed) {
+        let m = match tokio::time::timeout(StdDuration::from_millis(200), consumer.recv()).await {
+            Err(_) => continue,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                tokio::time::sleep(StdDuration::from_millis(200)).await;
+                continue;
+            }
+            Ok(Ok(m)) => m,
+        };
+        let p = m.partition();
+        let loaded = ledgers.lock().map(|l| l.contains_key(&p)).unwrap_or(false);
+        if !loaded {
+            let (args, t, group) = (
+                cfg.kafka.clone(),
+                topics.executions.clone(),
+                cfg.group.clone(),
+            );
+            let ids = tokio::task::spawn_blocking(move || read_ledger(&args, &group, &t, p))
+                .await
+                .map_err(|e| LiveError::Other(format!("ledger reader: {e}")))??;
+            if let Ok(mut l) = ledgers.lock() {
+                l.insert(p, ids);
+            }
+        }
+        shared.counters.received.fetch_add(1, Ordering::Relaxed);
+        let kind = wire::header(m.headers(), wire::KIND_HEADER).map(str::to_string);
+        let decoded = wire::decode_output(
+            kind.as_deref().or(Some("command")),
+            m.payload().unwrap_or(&[]),
+        );
+        let cmd = match decoded {
+            Ok(Output::Command(c)) => Some(c),
+            Ok(other) => {
+                tracing::warn!(
+                    kind = other.kind(),
+                    "not a command on the actions topic; skipped"
+                );
+                None
+            }
+            Err(e) => {
+                shared.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+                shared.dead_letter(&m, e.code(), &e.to_string()).await;
+                None
+            }
+        };
+        if let Some(cmd) = cmd {
+            let fresh = ledgers
+                .lock()
+                .map(|mut l| l.entry(p).or_default().insert(cmd.id.clone()))
+                .unwrap_or(false);
+            if !fresh {
+                shared.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(command = %cmd.id, "already claimed; not run again");
+            } else {
+                shared.ledger(p, &cmd.id, "claimed", None).await?;
+                let permit = slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| LiveError::Other("executor slots closed".into()))?;
+                let s = shared.clone();
+                tokio::spawn(async move {
+                    s.execute(p, cmd).await;
+                    drop(permit);
+                });
+            }
+        }
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(m.topic(), p, Offset::Offset(m.offset() + 1));
+        if let Err(e) = consumer.commit(&tpl, rdkafka::consumer::CommitMode::Async) {
+            tracing::warn!(error = %e, "committing the actions offset");
+        }
+    }
+    // Let running commands finish and report.
+    let _ = slots.acquire_many(cfg.concurrency.max(1) as u32).await;
+    let _ = shared.producer.flush(StdDuration::from_secs(10));
+    Ok(())
+}
+
+/// Forgets a partition's ledger when the partition is revoked: other
+/// executors claim its commands meanwhile, so it is read again when the
+/// partition comes back.
+struct ExecCtx {
+    ledgers: Arc<Mutex<HashMap<i32, HashSet<String>>>>,
+}
+
+impl rdkafka::ClientContext for ExecCtx {}
+
+impl rdkafka::consumer::ConsumerContext for ExecCtx {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
+        if let rdkafka::consumer::Rebalance::Revoke(tpl) = rebalance {
+            if let Ok(mut l) = self.ledgers.lock() {
+                for e in tpl.elements() {
+                    l.remove(&e.partition());
+                }
+            }
+        }
+    }
+}
+
+struct Shared {
+    cfg: ExecutorConfig,
+    topics: Topics,
+    producer: FutureProducer,
+    counters: Arc<ExecutorCounters>,
+    runner: Arc<Runner>,
+}
+
+impl Shared {
+    async fn execute(&self, p: i32, cmd: Command) {
+        let now = wall_ms();
+        let outcome = if now > cmd.deadline.0 {
+            self.counters.expired.fetch_add(1, Ordering::Relaxed);
+            Outcome {
+                status: ResultStatus::TimedOut,
+                detail: format!(
+                    "not started: deadline {} had passed when the executor got it at {}",
+                    cmd.deadline,
+                    Timestamp(now)
+                ),
+            }
+        } else {
+            self.counters.started.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(command = %cmd.id, action = %cmd.action, target = %cmd.target, "running");
+            crate::executor::run(&cmd, &self.runner).await
+        };
+        match outcome.status {
+            ResultStatus::Succeeded => &self.counters.succeeded,
+            ResultStatus::Failed => &self.counters.failed,
+            ResultStatus::TimedOut => &self.counters.timed_out,
+        }
+        .fetch_add(1, Ordering::Relaxed);
+        let result = Input::Result(ActionResult {
+            command_id: cmd.id.clone(),
+            status: outcome.status,
+            detail: outcome.detail,
+            at: Some(Timestamp(wall_ms())),
+        });
+        let Some(value) = wire::encode_input(&result, self.cfg.format) else {
+            return;
+        };
+        for attempt in 0..10u32 {
+            let rec = FutureRecord::to(&self.topics.results)
+                .key(cmd.service.as_str())
+                .payload(value.as_slice())
+                .timestamp(wall_ms())
+                .headers(wire::kind_headers("result"));
+            match self.producer.send(rec, StdDuration::from_secs(30)).await {
+                Ok(_) => break,
+                Err((e, _)) => {
+                    tracing::warn!(command = %cmd.id, attempt, error = %e, "publishing the result");
+                    tokio::time::sleep(StdDuration::from_secs(1 << attempt.min(4))).await;
+                }
+            }
+        }
+        if let Err(e) = self
+            .ledger(p, &cmd.id, "done", Some(outcome.status.as_str()))
+            .await
+        {
+            tracing::warn!(command = %cmd.id, error = %e, "recording the result in the ledger");
+        }
+    }
+
+    async fn ledger(
+        &self,
+        p: i32,
+        id: &str,
+        state: &str,
+        status: Option<&str>,
+    ) -> Result<(), LiveError> {
+        let entry = LedgerEntry {
+            command_id: id.to_string(),
+            state: state.to_string(),
+            executor: self.cfg.instance.clone(),
+            at: Timestamp(wall_ms()).to_string(),
+            status: status.map(str::to_string),
+        };
+        let value = serde_json::to_vec(&entry).unwrap_or_default();
+        let rec = FutureRecord::to(&self.topics.executions)
+            .partition(p)
+            .key(id)
+            .payload(value.as_slice());
+        self.producer
+            .send(rec, StdDuration::from_secs(30))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| LiveError::Kafka {
+                context: format!("writing the executions ledger for {id}"),
+                source: e,
+            })
+    }
+
+    async fn dead_letter(
+        &self,
+        m: &rdkafka::message::BorrowedMessage<'_>,
+        code: &str,
+        reason: &str,
+    ) {
+        let partition = m.partition().to_string();
+        let offset = m.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "selfheal-error",
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: "selfheal-error-code",
+                value: Some(code),
+            })
+            .insert(Header {
+                key: "selfheal-source-topic",
+                value: Some(m.topic()),
+            })
+            .insert(Header {
+                key: "selfheal-source-partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "selfheal-source-offset",
+                value: Some(offset.as_str()),
+            });
+        let mut rec = FutureRecord::to(&self.topics.dlq)
+            .payload(m.payload().unwrap_or(&[]))
+            .headers(headers);
+        if let Some(k) = m.key() {
+            rec = rec.key(k);
+        }
+        if let Err((e, _)) = self.producer.send(rec, StdDuration::from_secs(30)).await {
+            tracing::error!(error = %e, "dead-lettering an undecodable command");
+        }
+    }
+}
+
+/// The ids in one partition of the executions ledger.
+fn read_ledger(
+    args: &KafkaArgs,
+    group: &str,
+    topic: &str,
+    p: i32,
+) -> Result<HashSet<String>, LiveError> {
+    let mut cc = args.client_config()?;
+    cc.set("group.id", format!("{group}-ledger-reader"))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    let reader: BaseConsumer = cc
+        .create()
+        .map_err(LiveError::kafka("creating the ledger reader"))?;
+    let (low, high) = reader
+        .fetch_watermarks(topic, p, StdDuration::from_secs(10))
+        .map_err(LiveError::kafka(format!("reading {topic} watermarks")))?;
+    let mut ids = HashSet::new();
+    if high <= low {
+        return Ok(ids);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, p, Offset::Offset(low))
+        .map_err(LiveError::kafka("assigning the ledger"))?;
+    reader
+        .assign(&tpl)
+        .map_err(LiveError::kafka("assigning the ledger"))?;
+    let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        match reader.poll(StdDuration::from_millis(500)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(ids),
+            Some(Err(e)) => {
+                return Err(LiveError::Kafka {
+                    context: format!("reading {topic}[{p}]"),
+                    source: e,
+                })
+            }
+            Some(Ok(m)) => {
+                if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                    ids.insert(k.to_string());
+                }
+                if m.offset() >= high - 1 {
+                    return Ok(ids);
+                }
+            }
+        }
+    }
+    Err(LiveError::Other(format!(
+        "the executions ledger {topic}[{p}] was not read to its end within 60s"
+    )))
+}

@@ -1,0 +1,252 @@
+//! The per-partition journal: what a core consumed, in the order and at
+//! the event time it consumed it.
+//!
+//! A live engine runs one core per partition. Input records reach it from
+//! six topics, interleaved as the broker delivers them, and its event time
+//! is the Kafka timestamp clamped so it never goes backwards; clock ticks
+//! advance it when no records come. That order and those times are not
+//! recoverable from the input topics alone, so every batch the engine
+//! commits also writes one journal record to partition `p` of the journal
+//! topic: each entry is one input record as consumed (topic, offset, the
+//! event time the core used, the value bytes as received), a tick, or a
+//! record that went to the dead-letter topic instead. In `exactly_once`
+//! mode the journal record is part of the batch's transaction.
+//!
+//! State is rebuilt by replaying the journal through a fresh core with
+//! its outputs discarded (they were emitted when the batch committed); the
+//! input positions to resume from are the journal's last offsets plus one.
+//! The journal is also the exact replay input of a live run.
+
+use crate::records::avro::decode_value;
+use crate::records::{DecodeError, Input, Record};
+use crate::time::Timestamp;
+
+use super::wire::INPUT_KINDS;
+
+const MAGIC: &[u8; 4] = b"SHJ1";
+/// Journal records are split before they reach this size.
+pub const MAX_RECORD_BYTES: usize = 512 * 1024;
+
+const TAG_RECORD: u8 = 0x00;
+const TAG_DROPPED: u8 = 0x10;
+const TAG_TICK: u8 = 0x20;
+
+/// One journal entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// An input record the core processed at `ts`.
+    Record {
+        topic: u8,
+        offset: i64,
+        ts: i64,
+        value: Vec<u8>,
+    },
+    /// An input record that went to the dead-letter topic.
+    Dropped { topic: u8, offset: i64 },
+    /// A clock tick at `ts`.
+    Tick { ts: i64 },
+}
+
+impl Entry {
+    /// The record the core processed, decoded as live mode decoded it;
+    /// `None` for dropped records.
+    pub fn to_record(&self) -> Option<Result<Record, DecodeError>> {
+        match self {
+            Entry::Record {
+                topic, ts, value, ..
+            } => {
+                let kind = *INPUT_KINDS.get(*topic as usize)?;
+                Some(decode_value(kind, value).map(|input| Record {
+                    ts: Timestamp(*ts),
+                    input,
+                }))
+            }
+            Entry::Tick { ts } => Some(Ok(Record {
+                ts: Timestamp(*ts),
+                input: Input::Tick,
+            })),
+            Entry::Dropped { .. } => None,
+        }
+    }
+
+    /// The input position this entry accounts for.
+    pub fn position(&self) -> Option<(u8, i64)> {
+        match self {
+            Entry::Record { topic, offset, .. } | Entry::Dropped { topic, offset } => {
+                Some((*topic, *offset))
+            }
+            Entry::Tick { .. } => None,
+        }
+    }
+}
+
+/// Builds journal records for one partition's batch.
+#[derive(Debug, Default)]
+pub struct Writer {
+    chunks: Vec<Vec<u8>>,
+    entries: usize,
+}
+
+impl Writer {
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    pub fn push(&mut self, e: &Entry) {
+        let need = match e {
+            Entry::Record { value, .. } => value.len() + 32,
+            _ => 32,
+        };
+        let start_new = match self.chunks.last() {
+            None => true,
+            Some(c) => c.len() + need > MAX_RECORD_BYTES && c.len() > MAGIC.len(),
+        };
+        if start_new {
+            let mut c = Vec::with_capacity(4096);
+            c.extend_from_slice(MAGIC);
+            self.chunks.push(c);
+        }
+        let buf = self.chunks.last_mut().expect("a chunk was just ensured");
+        match e {
+            Entry::Record {
+                topic,
+                offset,
+                ts,
+                value,
+            } => {
+                buf.push(TAG_RECORD | topic);
+                put_varint(buf, *offset as u64);
+                put_varint(buf, zigzag(*ts));
+                put_varint(buf, value.len() as u64);
+                buf.extend_from_slice(value);
+            }
+            Entry::Dropped { topic, offset } => {
+                buf.push(TAG_DROPPED | topic);
+                put_varint(buf, *offset as u64);
+            }
+            Entry::Tick { ts } => {
+                buf.push(TAG_TICK);
+                put_varint(buf, zigzag(*ts));
+            }
+        }
+        self.entries += 1;
+    }
+
+    /// The journal record values, each under [`MAX_RECORD_BYTES`] unless a
+    /// single input value is larger.
+    pub fn take(&mut self) -> Vec<Vec<u8>> {
+        self.entries = 0;
+        std::mem::take(&mut self.chunks)
+    }
+}
+
+/// Decodes one journal record value.
+pub fn decode(value: &[u8]) -> Result<Vec<Entry>, String> {
+    let mut r = value
+        .strip_prefix(MAGIC.as_slice())
+        .ok_or("not a journal record (bad magic)")?;
+    let mut out = Vec::new();
+    while let Some((&tag, rest)) = r.split_first() {
+        r = rest;
+        let topic = tag & 0x0f;
+        match tag & 0xf0 {
+            TAG_RECORD => {
+                let offset = get_varint(&mut r)? as i64;
+                let ts = unzigzag(get_varint(&mut r)?);
+                let len = get_varint(&mut r)? as usize;
+                if len > r.len() {
+                    return Err("truncated record value".into());
+                }
+                let (v, rest) = r.split_at(len);
+                r = rest;
+                out.push(Entry::Record {
+                    topic,
+                    offset,
+                    ts,
+                    value: v.to_vec(),
+                });
+            }
+            TAG_DROPPED => {
+                let offset = get_varint(&mut r)? as i64;
+                out.push(Entry::Dropped { topic, offset });
+            }
+            TAG_TICK => {
+                let ts = unzigzag(get_varint(&mut r)?);
+                out.push(Entry::Tick { ts });
+            }
+            _ => return Err(format!("unknown entry tag {tag:#04x}")),
+        }
+    }
+    Ok(out)
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+fn get_varint(r: &mut &[u8]) -> Result<u64, String> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = r.split_first().ok_or("truncated varint")?;
+        *r = rest;
+        v |= u64::from(b & 0x7f) << shift;
+        if b < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err("varint too long".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_large_batches_split() {
+        let mut w = Writer::default();
+        let mut want = Vec::new();
+        for i in 0..3000i64 {
+            let e = match i % 3 {
+                0 => Entry::Record {
+                    topic: (i % 6) as u8,
+                    offset: i * 1000,
+                    ts: 1_772_359_200_000 + i,
+                    value: vec![b'x'; 500],
+                },
+                1 => Entry::Dropped {
+                    topic: 5,
+                    offset: i,
+                },
+                _ => Entry::Tick { ts: -i },
+            };
+            w.push(&e);
+            want.push(e);
+        }
+        let chunks = w.take();
+        assert!(chunks.len() > 1, "a 500 KB batch is split");
+        assert!(chunks.iter().all(|c| c.len() <= MAX_RECORD_BYTES));
+        let got: Vec<Entry> = chunks.iter().flat_map(|c| decode(c).unwrap()).collect();
+        assert_eq!(got, want);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn corrupt_journal_records_are_refused() {
+        assert!(decode(b"nope").is_err());
+        assert!(decode(b"SHJ1\x00\xff").is_err());
+        assert!(decode(b"SHJ1\x00\x01\x02\x09ab").is_err());
+        assert!(decode(b"SHJ1\x7f").is_err());
+    }
+}

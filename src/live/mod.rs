@@ -1,0 +1,324 @@
+//! Live mode: the decision core and the executors on Kafka.
+//!
+//! * [`engine`] — `selfheal engine`: consumes the input topics as one
+//!   consumer group and drives one core per partition; emission is
+//!   transactional (`exactly_once`) or idempotent-by-id (`at_least_once`).
+//! * [`journal`] — the per-partition journal from which a core's state is
+//!   rebuilt after a restart or a rebalance.
+//! * [`executor`] — `selfheal executor`: runs commands at most once per id.
+//! * [`tools`] — operator tools: publish alerts, approve, kill switch,
+//!   audit tail, the Alertmanager bridge.
+//! * [`wire`] — how records are framed on topics.
+
+pub mod engine;
+pub mod executor;
+pub mod journal;
+pub mod tools;
+pub mod wire;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::KafkaError;
+use rdkafka::ClientContext;
+
+/// Errors of the live runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error(
+        "the broker does not support transactions ({0}); processing.guarantee \
+         exactly_once needs them. Run with --processing-guarantee at_least_once: \
+         commands then keep their input-derived ids and executors deduplicate them"
+    )]
+    NoTransactions(String),
+    #[error("invalid Kafka setting {0:?}: expected key=value")]
+    BadSetting(String),
+    #[error("topic {topic} is missing or has no partitions on {brokers}")]
+    MissingTopic { topic: String, brokers: String },
+    #[error("topics {a} ({na} partitions) and {b} ({nb} partitions) must have the same number of partitions: a service's records must meet in one partition")]
+    PartitionMismatch {
+        a: String,
+        na: usize,
+        b: String,
+        nb: usize,
+    },
+    #[error("journal of partition {partition}: {message}")]
+    Journal { partition: i32, message: String },
+    #[error("{0} deliveries failed: {1}")]
+    Delivery(u64, String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl LiveError {
+    pub(crate) fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> LiveError {
+        let context = context.into();
+        move |source| LiveError::Kafka { context, source }
+    }
+}
+
+/// Topic names, all under one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub metrics: String,
+    pub alerts: String,
+    pub changes: String,
+    pub results: String,
+    pub approvals: String,
+    pub control: String,
+    pub actions: String,
+    pub escalations: String,
+    pub audit: String,
+    pub dlq: String,
+    pub incidents: String,
+    pub approval_requests: String,
+    pub journal: String,
+    pub executions: String,
+}
+
+impl Topics {
+    pub fn with_prefix(prefix: &str) -> Topics {
+        let t = |n: &str| format!("{prefix}{n}");
+        Topics {
+            metrics: t("metrics"),
+            alerts: t("alerts"),
+            changes: t("changes"),
+            results: t("results"),
+            approvals: t("approvals"),
+            control: t("control"),
+            actions: t("actions"),
+            escalations: t("escalations"),
+            audit: t("audit"),
+            dlq: t("dlq"),
+            incidents: t("incidents"),
+            approval_requests: t("approval_requests"),
+            journal: t("journal"),
+            executions: t("executions"),
+        }
+    }
+
+    /// The engine's input topics, in journal index order.
+    pub fn inputs(&self) -> [&str; 6] {
+        [
+            &self.metrics,
+            &self.alerts,
+            &self.changes,
+            &self.results,
+            &self.approvals,
+            &self.control,
+        ]
+    }
+
+    /// Every topic, for creating them.
+    pub fn all(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.inputs().to_vec();
+        v.extend([
+            self.actions.as_str(),
+            &self.escalations,
+            &self.audit,
+            &self.dlq,
+            &self.incidents,
+            &self.approval_requests,
+            &self.journal,
+            &self.executions,
+        ]);
+        v
+    }
+}
+
+/// How to reach the broker: shared by every live command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers, comma separated.
+    #[arg(long, env = "SELFHEAL_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Prefix of every topic name.
+    #[arg(long, env = "SELFHEAL_TOPIC_PREFIX", default_value = "selfheal.")]
+    pub topic_prefix: String,
+    /// A librdkafka setting passed through as is (repeatable), e.g.
+    /// `-X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512`.
+    /// Settings also come from `SELFHEAL_KAFKA_<NAME>` variables, with `_`
+    /// for `.` (`SELFHEAL_KAFKA_SASL_PASSWORD` sets `sasl.password`); flags
+    /// win over variables.
+    #[arg(short = 'X', long = "kafka", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+}
+
+impl KafkaArgs {
+    pub fn local(brokers: &str) -> KafkaArgs {
+        KafkaArgs {
+            brokers: brokers.to_string(),
+            topic_prefix: "selfheal.".to_string(),
+            settings: Vec::new(),
+        }
+    }
+
+    pub fn topics(&self) -> Topics {
+        Topics::with_prefix(&self.topic_prefix)
+    }
+
+    /// A client configuration with the bootstrap servers and every
+    /// pass-through setting.
+    pub fn client_config(&self) -> Result<ClientConfig, LiveError> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers);
+        // Java clients' partitioner, so a service's records land on the
+        // same partition whoever produced them.
+        c.set("partitioner", "murmur2_random");
+        c.set_log_level(RDKafkaLogLevel::Warning);
+        let mut env: Vec<(String, String)> = std::env::vars()
+            .filter_map(|(k, v)| {
+                let name = k.strip_prefix("SELFHEAL_KAFKA_")?;
+                Some((name.to_ascii_lowercase().replace('_', "."), v))
+            })
+            .collect();
+        env.sort();
+        for (k, v) in env {
+            c.set(k, v);
+        }
+        for s in &self.settings {
+            let (k, v) = s
+                .split_once('=')
+                .filter(|(k, _)| !k.trim().is_empty())
+                .ok_or_else(|| LiveError::BadSetting(s.clone()))?;
+            c.set(k.trim(), v.trim());
+        }
+        Ok(c)
+    }
+}
+
+/// Client context that reports librdkafka's errors through `tracing` and
+/// remembers whether the broker is reachable.
+#[derive(Default, Clone)]
+pub struct Health {
+    inner: Arc<HealthInner>,
+}
+
+#[derive(Default)]
+struct HealthInner {
+    broker_down: AtomicBool,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Health {
+    pub fn broker_reachable(&self) -> bool {
+        !self.inner.broker_down.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.inner.last_error.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.inner.errors.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn mark_up(&self) {
+        self.inner.broker_down.store(false, Ordering::Relaxed);
+    }
+}
+
+impl ClientContext for Health {
+    fn error(&self, error: KafkaError, reason: &str) {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        self.inner.errors.fetch_add(1, Ordering::Relaxed);
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(C::AllBrokersDown) | Some(C::BrokerTransportFailure)
+        ) {
+            self.inner.broker_down.store(true, Ordering::Relaxed);
+        }
+        if let Ok(mut g) = self.inner.last_error.lock() {
+            *g = Some(format!("{error}: {reason}"));
+        }
+        tracing::warn!(%error, reason, "kafka client error");
+    }
+}
+
+/// Checks that every topic exists and that the input topics (and the
+/// topics written per partition) share one partition count, which is
+/// returned.
+pub fn check_topics<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topics: &Topics,
+    brokers: &str,
+    also: &[&str],
+) -> Result<usize, LiveError> {
+    let md = client
+        .fetch_metadata(None, StdDuration::from_secs(10))
+        .map_err(LiveError::kafka(format!(
+            "fetching metadata from {brokers}"
+        )))?;
+    let count = |name: &str| {
+        md.topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| LiveError::MissingTopic {
+                topic: name.to_string(),
+                brokers: brokers.to_string(),
+            })
+    };
+    let first = topics.metrics.as_str();
+    let n = count(first)?;
+    for t in topics.inputs().into_iter().chain(also.iter().copied()) {
+        let m = count(t)?;
+        if m != n {
+            return Err(LiveError::PartitionMismatch {
+                a: first.to_string(),
+                na: n,
+                b: t.to_string(),
+                nb: m,
+            });
+        }
+    }
+    Ok(n)
+}
+
+/// Creates every topic with `partitions` partitions (existing ones are
+/// left as they are), through the admin API.
+pub async fn create_topics(args: &KafkaArgs, partitions: i32) -> Result<(), LiveError> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = args
+        .client_config()?
+        .create()
+        .map_err(LiveError::kafka("creating the admin client"))?;
+    let topics = args.topics();
+    let names = topics.all();
+    let new: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let res = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(StdDuration::from_secs(10))),
+        )
+        .await
+        .map_err(LiveError::kafka("creating topics"))?;
+    for r in res {
+        if let Err((name, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(LiveError::Other(format!("creating topic {name}: {code}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, from the wall clock.
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

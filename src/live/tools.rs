@@ -1,0 +1,507 @@
+//! Operator tools: publish alerts, approve or reject proposals, switch
+//! the kill switch, follow and verify the audit topic, and the
+//! Alertmanager webhook bridge.
+
+use std::collections::HashMap;
+use std::time::Duration as StdDuration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::wire::{self, Format};
+use super::{wall_ms, KafkaArgs, LiveError};
+use crate::engine::{compute_hash, ChainError, GENESIS};
+use crate::records::{
+    Approval, Audit, Control, DecodeError, Input, InputKind, Output, Scope, Verdict,
+};
+use crate::time::Timestamp;
+
+/// A producer for the tools: acks from all replicas, no batching delay.
+pub fn producer(args: &KafkaArgs) -> Result<FutureProducer, LiveError> {
+    let mut c = args.client_config()?;
+    c.set("linger.ms", "0")
+        .set("acks", "all")
+        .set("message.timeout.ms", "15000");
+    c.create()
+        .map_err(LiveError::kafka("creating the producer"))
+}
+
+/// Publishes one record and waits for the broker's acknowledgement;
+/// returns (partition, offset).
+pub async fn publish(
+    producer: &FutureProducer,
+    topic: &str,
+    key: &str,
+    value: &[u8],
+    kind: &str,
+    partition: Option<i32>,
+) -> Result<(i32, i64), LiveError> {
+    let mut rec = FutureRecord::to(topic)
+        .key(key)
+        .payload(value)
+        .timestamp(wall_ms())
+        .headers(wire::kind_headers(kind));
+    if let Some(p) = partition {
+        rec = rec.partition(p);
+    }
+    let d = producer
+        .send(rec, StdDuration::from_secs(15))
+        .await
+        .map_err(|(e, _)| LiveError::Kafka {
+            context: format!("publishing to {topic}"),
+            source: e,
+        })?;
+    Ok((d.partition, d.offset))
+}
+
+/// Splits an Alertmanager webhook payload (or one alert object) into its
+/// alerts, each checked with the engine's own decoder. Returns each
+/// alert's JSON text with the service it is keyed by.
+pub fn split_alerts(body: &[u8]) -> Result<Vec<(String, String)>, DecodeError> {
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let alerts: Vec<serde_json::Value> = match v.get("alerts") {
+        Some(serde_json::Value::Array(a)) => a.clone(),
+        Some(_) => return Err(DecodeError::Json("`alerts` must be an array".into())),
+        None => vec![v],
+    };
+    let mut out = Vec::with_capacity(alerts.len());
+    for a in alerts {
+        let text = a.to_string();
+        let input = Input::from_json(InputKind::Alert, &text)?;
+        let service = input.service().unwrap_or("unknown").to_string();
+        out.push((service, text));
+    }
+    Ok(out)
+}
+
+/// Publishes every alert of a payload to the alerts topic, keyed by its
+/// service; returns how many.
+pub async fn publish_alerts(
+    producer: &FutureProducer,
+    args: &KafkaArgs,
+    body: &[u8],
+) -> Result<usize, ToolError> {
+    let alerts = split_alerts(body).map_err(ToolError::BadInput)?;
+    let topic = args.topics().alerts;
+    for (service, text) in &alerts {
+        publish(producer, &topic, service, text.as_bytes(), "alert", None).await?;
+    }
+    Ok(alerts.len())
+}
+
+/// Errors of the tools.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("invalid input: {0}")]
+    BadInput(DecodeError),
+    #[error(transparent)]
+    Live(#[from] LiveError),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Finds the service of a proposed command from the approval requests
+/// topic.
+pub fn find_proposal_service(
+    args: &KafkaArgs,
+    command_id: &str,
+) -> Result<Option<String>, LiveError> {
+    let topic = args.topics().approval_requests;
+    let mut found = None;
+    scan_topic(args, &topic, false, |kind, value| {
+        if let Ok(Output::ApprovalRequest(a)) = wire::decode_output(kind, value) {
+            if a.command_id == command_id {
+                found = Some(a.service);
+            }
+        }
+        true
+    })?;
+    Ok(found)
+}
+
+/// Publishes an approval decision for a proposed command.
+pub async fn decide(
+    args: &KafkaArgs,
+    command_id: &str,
+    verdict: Verdict,
+    by: &str,
+    service: Option<String>,
+    format: Format,
+) -> Result<String, ToolError> {
+    let service = match service {
+        Some(s) => s,
+        None => {
+            let (a, id) = (args.clone(), command_id.to_string());
+            tokio::task::spawn_blocking(move || find_proposal_service(&a, &id))
+                .await
+                .map_err(|e| ToolError::Usage(e.to_string()))??
+                .ok_or_else(|| {
+                    ToolError::Usage(format!(
+                        "no approval request for command {command_id} on {}; pass --service \
+                         if it is older than the topic's retention",
+                        args.topics().approval_requests
+                    ))
+                })?
+        }
+    };
+    let input = Input::Approval(Approval {
+        command_id: command_id.to_string(),
+        decision: verdict,
+        by: by.to_string(),
+        at: Some(Timestamp(wall_ms())),
+    });
+    let value = wire::encode_input(&input, format)
+        .ok_or_else(|| ToolError::Usage("approval has no encoding".into()))?;
+    let p = producer(args)?;
+    publish(
+        &p,
+        &args.topics().approvals,
+        &service,
+        &value,
+        "approval",
+        None,
+    )
+    .await?;
+    Ok(service)
+}
+
+/// Publishes a kill-switch control record. A service scope goes to that
+/// service's partition; global and runbook scopes go to every partition
+/// of the control topic, since each partition has its own core.
+pub async fn kill_switch(
+    args: &KafkaArgs,
+    scope: Scope,
+    on: bool,
+    until: Option<Timestamp>,
+    by: &str,
+    format: Format,
+) -> Result<usize, ToolError> {
+    let input = Input::Control(Control {
+        scope: scope.clone(),
+        kill_switch: on,
+        until,
+        by: Some(by.to_string()),
+    });
+    let value = wire::encode_input(&input, format)
+        .ok_or_else(|| ToolError::Usage("control has no encoding".into()))?;
+    let p = producer(args)?;
+    let topic = args.topics().control;
+    let key = scope.to_string();
+    match &scope {
+        Scope::Service(s) => {
+            publish(&p, &topic, s, &value, "control", None).await?;
+            Ok(1)
+        }
+        _ => {
+            let md = p
+                .client()
+                .fetch_metadata(Some(&topic), StdDuration::from_secs(10))
+                .map_err(LiveError::kafka("fetching control topic metadata"))?;
+            let n = md
+                .topics()
+                .first()
+                .map(|t| t.partitions().len())
+                .unwrap_or(0);
+            if n == 0 {
+                return Err(LiveError::MissingTopic {
+                    topic,
+                    brokers: args.brokers.clone(),
+                }
+                .into());
+            }
+            for part in 0..n as i32 {
+                publish(&p, &topic, &key, &value, "control", Some(part)).await?;
+            }
+            Ok(n)
+        }
+    }
+}
+
+/// Reads every partition of a topic from the beginning to its current
+/// end (or on, when `follow`), calling `f` with each record's kind header
+/// and value until it returns false.
+pub fn scan_topic(
+    args: &KafkaArgs,
+    topic: &str,
+    follow: bool,
+    mut f: impl FnMut(Option<&str>, &[u8]) -> bool,
+) -> Result<(), LiveError> {
+    scan_topic_from(args, topic, follow, None, |m| {
+        f(
+            wire::header(m.headers(), wire::KIND_HEADER),
+            m.payload().unwrap_or(&[]),
+        )
+    })
+}
+
+/// As [`scan_topic`], with the whole message and an optional stop flag.
+pub fn scan_topic_from(
+    args: &KafkaArgs,
+    topic: &str,
+    follow: bool,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+    mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> bool,
+) -> Result<(), LiveError> {
+    let mut cc = args.client_config()?;
+    cc.set("group.id", "selfheal-tools")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    let c: BaseConsumer = cc.create().map_err(LiveError::kafka("creating a reader"))?;
+    let md = c
+        .fetch_metadata(Some(topic), StdDuration::from_secs(10))
+        .map_err(LiveError::kafka(format!("fetching {topic} metadata")))?;
+    let parts: Vec<i32> = md
+        .topics()
+        .first()
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .unwrap_or_default();
+    if parts.is_empty() {
+        return Err(LiveError::MissingTopic {
+            topic: topic.to_string(),
+            brokers: args.brokers.clone(),
+        });
+    }
+    let mut tpl = TopicPartitionList::new();
+    let mut open = 0;
+    for &p in &parts {
+        let (low, high) = c
+            .fetch_watermarks(topic, p, StdDuration::from_secs(10))
+            .map_err(LiveError::kafka(format!("reading {topic} watermarks")))?;
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))
+            .map_err(LiveError::kafka("assigning"))?;
+        if high > low {
+            open += 1;
+        }
+    }
+    c.assign(&tpl).map_err(LiveError::kafka("assigning"))?;
+    let mut at_end: std::collections::HashSet<i32> = Default::default();
+    let _ = open;
+    loop {
+        if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+            return Ok(());
+        }
+        match c.poll(StdDuration::from_millis(200)) {
+            None => {}
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+                if !follow && at_end.len() >= parts.len() {
+                    return Ok(());
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "reading {topic}"),
+            Some(Ok(m)) => {
+                at_end.remove(&m.partition());
+                if !f(&m) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Checks audit records one at a time, per service chain. Exact repeats
+/// of a record already seen (an `at_least_once` engine re-emitting a
+/// batch after a crash) are reported as duplicates, not as breaks.
+#[derive(Debug, Default)]
+pub struct ChainVerifier {
+    heads: HashMap<String, (u64, String)>,
+    pub verified: u64,
+    pub duplicates: u64,
+}
+
+/// What the verifier made of one record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Link {
+    Ok,
+    Duplicate,
+}
+
+impl ChainVerifier {
+    pub fn check(&mut self, a: &Audit) -> Result<Link, ChainError> {
+        let (seq, prev) = self
+            .heads
+            .get(&a.service)
+            .map_or((0, GENESIS), |(s, h)| (*s, h.as_str()));
+        if a.seq <= seq && compute_hash(a) == a.hash {
+            self.duplicates += 1;
+            return Ok(Link::Duplicate);
+        }
+        if a.seq != seq + 1 {
+            return Err(ChainError::Gap {
+                service: a.service.clone(),
+                expected_prev: seq,
+                found: a.seq,
+            });
+        }
+        if a.prev_hash != prev {
+            return Err(ChainError::Broken {
+                service: a.service.clone(),
+                seq: a.seq,
+                expected: prev.to_string(),
+                found: a.prev_hash.clone(),
+            });
+        }
+        if compute_hash(a) != a.hash {
+            return Err(ChainError::Tampered {
+                service: a.service.clone(),
+                seq: a.seq,
+            });
+        }
+        self.heads
+            .insert(a.service.clone(), (a.seq, a.hash.clone()));
+        self.verified += 1;
+        Ok(Link::Ok)
+    }
+}
+
+/// One audit record as a readable line.
+pub fn pretty_audit(a: &Audit) -> String {
+    let mut s = format!(
+        "{} {:<16} #{:<4} {:<22}",
+        a.ts, a.service, a.seq, a.decision
+    );
+    if let Some(i) = &a.incident {
+        s.push_str(&format!(" incident={i}"));
+    }
+    if let Some(r) = &a.runbook {
+        s.push_str(&format!(" runbook={r}"));
+    }
+    for r in &a.reasons {
+        s.push_str(&format!("\n    why: {r}"));
+    }
+    for g in &a.guardrails {
+        s.push_str(&format!(
+            "\n    guardrail {}: {}{}",
+            g.name,
+            if g.passed { "passed" } else { "BLOCKED" },
+            if g.detail.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", g.detail)
+            }
+        ));
+    }
+    for o in &a.outputs {
+        s.push_str(&format!("\n    -> {o}"));
+    }
+    s
+}
+
+/// The Alertmanager webhook receiver: every alert of every POSTed payload
+/// goes to the alerts topic. Answers 200 once the broker has acknowledged
+/// them all, 400 for a payload the engine would refuse, 503 when the
+/// broker cannot be reached.
+pub async fn bridge(
+    args: KafkaArgs,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), LiveError> {
+    use axum::extract::State;
+    use axum::http::StatusCode;
+    use axum::routing::{get, post};
+    use std::sync::Arc;
+
+    struct St {
+        args: KafkaArgs,
+        producer: FutureProducer,
+    }
+    async fn receive(
+        State(st): State<Arc<St>>,
+        body: axum::body::Bytes,
+    ) -> (StatusCode, axum::Json<serde_json::Value>) {
+        match publish_alerts(&st.producer, &st.args, &body).await {
+            Ok(n) => (
+                StatusCode::OK,
+                axum::Json(serde_json::json!({"published": n})),
+            ),
+            Err(ToolError::BadInput(e)) => (
+                StatusCode::BAD_REQUEST,
+                axum::Json(serde_json::json!({"error": e.to_string()})),
+            ),
+            Err(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(serde_json::json!({"error": e.to_string()})),
+            ),
+        }
+    }
+    let st = Arc::new(St {
+        producer: producer(&args)?,
+        args,
+    });
+    let app = axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/", post(receive))
+        .route("/{*path}", post(receive))
+        .with_state(st);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| LiveError::Other(format!("bridge server: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_webhook_payload_splits_into_its_alerts_keyed_by_service() {
+        let body = br#"{"version":"4","status":"firing","alerts":[
+            {"status":"firing","labels":{"alertname":"PodOOMKilled","service":"checkout"}},
+            {"status":"resolved","labels":{"alertname":"HighCPU"}}]}"#;
+        let got = split_alerts(body).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, "checkout");
+        assert_eq!(got[1].0, "unknown");
+        assert!(got[1].1.contains("HighCPU"));
+    }
+
+    #[test]
+    fn payloads_the_engine_would_refuse_are_refused_whole() {
+        assert!(split_alerts(b"not json").is_err());
+        let missing = br#"{"alerts":[{"status":"firing","labels":{"alertname":"A"}},
+                                     {"status":"firing","labels":{}}]}"#;
+        assert!(matches!(
+            split_alerts(missing),
+            Err(DecodeError::Missing(_)) | Err(DecodeError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn the_verifier_accepts_a_chain_skips_repeats_and_finds_tampering() {
+        use crate::engine::Engine;
+        use crate::records::Record;
+        let policy = crate::policy::parse("runbooks: []\n", "p.yaml").unwrap();
+        let mut e = Engine::new(std::sync::Arc::new(policy));
+        let mut out = Vec::new();
+        for (i, name) in ["A", "B", "C"].iter().enumerate() {
+            let line = format!(
+                r#"{{"ts":"2026-03-01T10:0{i}:00Z","kind":"alert","data":{{"status":"firing","labels":{{"alertname":"{name}","service":"checkout"}}}}}}"#
+            );
+            e.process(&Record::from_json_line(&line).unwrap(), &mut out)
+                .unwrap();
+        }
+        let audits: Vec<Audit> = out
+            .into_iter()
+            .filter_map(|x| match x.output {
+                Output::Audit(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert!(audits.len() >= 3);
+        let mut v = ChainVerifier::default();
+        for a in &audits {
+            assert_eq!(v.check(a).unwrap(), Link::Ok);
+        }
+        assert_eq!(v.check(&audits[1]).unwrap(), Link::Duplicate);
+        let mut forged = audits[2].clone();
+        forged.seq = audits.len() as u64 + 1;
+        forged.prev_hash = audits.last().unwrap().hash.clone();
+        forged.reasons.push("edited".into());
+        assert!(matches!(v.check(&forged), Err(ChainError::Tampered { .. })));
+    }
+}

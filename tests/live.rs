@@ -1,0 +1,272 @@
+//! The engine and executors as processes against a broker: the
+//! transactional path on librdkafka's mock cluster, the at-least-once
+//! path with deduplication on a real broker (Tansu in CI, through
+//! `scripts/test.sh`).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use common::*;
+use rdkafka::mocking::MockCluster;
+use selfheal::live::KafkaArgs;
+use selfheal::records::EscalationReason;
+
+fn now_rfc3339() -> String {
+    selfheal::time::Timestamp(selfheal::live::wall_ms()).to_string()
+}
+
+/// Publishes `n` crash alerts for distinct pods from `from`, returning the
+/// pods.
+fn crash_alerts(k: &KafkaArgs, from: usize, n: usize) -> Vec<String> {
+    let starts = now_rfc3339();
+    (from..from + n)
+        .map(|i| {
+            let pod = format!("pod-{i}");
+            alert(
+                k,
+                "Crash",
+                &format!("svc-{}", i % 7),
+                &format!(r#","pod":"{pod}""#),
+                &starts,
+            );
+            pod
+        })
+        .collect()
+}
+
+fn count_by_id(cmds: &[selfheal::records::Command]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for c in cmds {
+        *m.entry(c.id.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn exactly_once_engine_killed_mid_stream_emits_each_command_once() {
+    let cluster = MockCluster::new(1).unwrap();
+    let k = KafkaArgs::local(&cluster.bootstrap_servers());
+    for t in k.topics().all() {
+        cluster.create_topic(t, 3, 1).unwrap();
+    }
+    let policy = policy_file("eos", RESTART_POLICY);
+    let start = |k: &KafkaArgs| {
+        let e = engine(k, &policy, "exactly_once", &["--instance", "eos-a"]);
+        e.wait_log("partition assigned", 3, Duration::from_secs(60));
+        e
+    };
+    let mut eng = start(&k);
+    let mut pods = Vec::new();
+    for round in 0..3 {
+        // Kill while the batch is being processed and committed.
+        pods.extend(crash_alerts(&k, round * 10, 10));
+        std::thread::sleep(Duration::from_millis(50 + 150 * round as u64));
+        eng.kill9();
+        eng = start(&k);
+    }
+    pods.extend(crash_alerts(&k, 30, 10));
+    let want = pods.len();
+    let cmds = wait_for("a command for every alert", Duration::from_secs(90), || {
+        let c = commands(&k);
+        (count_by_id(&c).len() >= want).then_some(c)
+    });
+    // Give a zombie transaction time to show up if it could.
+    std::thread::sleep(Duration::from_secs(2));
+    let cmds = {
+        let again = commands(&k);
+        assert!(again.len() >= cmds.len());
+        again
+    };
+    let counts = count_by_id(&cmds);
+    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "commands emitted twice: {dups:?}");
+    let targets: HashSet<String> = cmds.iter().map(|c| c.target.clone()).collect();
+    for p in &pods {
+        assert!(targets.contains(p), "no command for {p}");
+    }
+    assert_eq!(cmds.len(), want);
+    // The restarted engine rebuilt its state from the journal.
+    let log = eng.log_text();
+    let recovered = log
+        .lines()
+        .filter(|l| l.contains("state rebuilt from the journal"))
+        .any(|l| !l.contains("entries=0"));
+    assert!(
+        recovered,
+        "the last engine recovered nothing from the journal:\n{log}"
+    );
+}
+
+#[test]
+fn at_least_once_engine_killed_and_restarted_executes_each_command_once() {
+    let Some(b) = real_broker() else { return };
+    let k = setup(&b, "alo", 3);
+    let policy = policy_file("alo", RESTART_POLICY);
+    let handler = Handler::start(Duration::from_millis(50));
+    let _exec = executor(&k, &handler.url);
+    let start = |k: &KafkaArgs| engine(k, &policy, "at_least_once", &[]);
+    let mut eng = start(&k);
+    let mut pods = Vec::new();
+    for round in 0..3 {
+        pods.extend(crash_alerts(&k, round * 8, 8));
+        std::thread::sleep(Duration::from_millis(400 + 300 * round as u64));
+        eng.kill9();
+        eng = start(&k);
+    }
+    let want: HashSet<String> = pods.iter().cloned().collect();
+    let counts = wait_for("every command executed", Duration::from_secs(120), || {
+        let c = handler.counts();
+        (c.len() >= want.len()).then_some(c)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let counts_after = handler.counts();
+    assert_eq!(counts, counts_after, "a command ran again later");
+    let twice: Vec<_> = counts_after.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "executed more than once: {twice:?}");
+    // Every executed command is one the engine decided for one of our pods.
+    let cmds = commands(&k);
+    let by_id: HashMap<_, _> = cmds
+        .iter()
+        .map(|c| (c.id.clone(), c.target.clone()))
+        .collect();
+    let targets: HashSet<String> = counts_after
+        .keys()
+        .map(|id| by_id.get(id).cloned().unwrap_or_default())
+        .collect();
+    assert_eq!(targets, want);
+    drop(eng);
+}
+
+#[test]
+fn a_poison_record_goes_to_the_dlq_and_later_records_are_decided() {
+    let Some(b) = real_broker() else { return };
+    let k = setup(&b, "dlq", 1);
+    let policy = policy_file("dlq", RESTART_POLICY);
+    let _eng = engine(&k, &policy, "at_least_once", &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let p = selfheal::live::tools::producer(&k).unwrap();
+        let t = k.topics();
+        for (topic, value) in [
+            (&t.alerts, &b"{not json"[..]),
+            (
+                &t.metrics,
+                &br#"{"name":"x","value":"NaN","labels":{"service":"a"}}"#[..],
+            ),
+            (&t.alerts, &br#"{"status":"firing","labels":{}}"#[..]),
+            (&t.results, &[0xc3u8, 0x01, 0xde, 0xad][..]),
+        ] {
+            selfheal::live::tools::publish(&p, topic, "svc-0", value, "x", None)
+                .await
+                .unwrap();
+        }
+    });
+    crash_alerts(&k, 0, 1);
+    let cmd = wait_for("the valid alert's command", Duration::from_secs(60), || {
+        commands(&k).into_iter().next()
+    });
+    assert_eq!(cmd.target, "pod-0");
+    let dead = wait_for("four dead letters", Duration::from_secs(30), || {
+        let mut v = Vec::new();
+        selfheal::live::tools::scan_topic_from(&k, &k.topics().dlq, false, None, |m| {
+            use rdkafka::Message;
+            let h = |key: &str| {
+                selfheal::live::wire::header(m.headers(), key)
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            v.push((
+                h("selfheal-error-code"),
+                h("selfheal-error"),
+                h("selfheal-source-topic"),
+            ));
+            true
+        })
+        .unwrap();
+        (v.len() >= 4).then_some(v)
+    });
+    let codes: Vec<&str> = dead.iter().map(|d| d.0.as_str()).collect();
+    assert_eq!(
+        codes,
+        [
+            "malformed_json",
+            "invalid_value",
+            "missing_field",
+            "malformed_avro"
+        ],
+        "{dead:?}"
+    );
+    assert!(dead.iter().all(|d| !d.1.is_empty() && !d.2.is_empty()));
+}
+
+#[test]
+fn an_executor_killed_mid_command_does_not_run_it_again() {
+    let Some(b) = real_broker() else { return };
+    let k = setup(&b, "exec", 1);
+    let policy = policy_file("exec", RESTART_POLICY);
+    let handler = Handler::start(Duration::from_secs(6));
+    let _eng = engine(&k, &policy, "at_least_once", &[]);
+    let mut exec = executor(&k, &handler.url);
+    crash_alerts(&k, 0, 1);
+    wait_for("the command to start", Duration::from_secs(60), || {
+        (handler.counts().len() == 1).then_some(())
+    });
+    exec.kill9();
+    let _exec2 = executor(&k, &handler.url);
+    // The replacement reads the ledger, finds the claim and leaves it; the
+    // command's result never comes, so the engine escalates once its
+    // deadline and timeout pass (not waited for here).
+    std::thread::sleep(Duration::from_secs(15));
+    let counts = handler.counts();
+    assert_eq!(counts.len(), 1);
+    assert!(counts.values().all(|n| *n == 1), "ran again: {counts:?}");
+}
+
+#[test]
+fn the_kill_switch_stops_actions_within_a_second() {
+    let Some(b) = real_broker() else { return };
+    let k = setup(&b, "kill", 3);
+    let policy = policy_file("kill", RESTART_POLICY);
+    let handler = Handler::start(Duration::from_millis(10));
+    let _eng = engine(&k, &policy, "at_least_once", &[]);
+    let _exec = executor(&k, &handler.url);
+    // Actions flow before the switch.
+    crash_alerts(&k, 0, 1);
+    wait_for("the first command to run", Duration::from_secs(60), || {
+        (handler.counts().len() == 1).then_some(())
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(selfheal::live::tools::kill_switch(
+        &k,
+        selfheal::records::Scope::Global,
+        true,
+        None,
+        "test",
+        selfheal::live::wire::Format::Json,
+    ))
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    crash_alerts(&k, 1, 6);
+    let blocked = wait_for("six guardrail escalations", Duration::from_secs(60), || {
+        let e: Vec<_> = escalations(&k)
+            .into_iter()
+            .filter(|e| e.reason == EscalationReason::Guardrail)
+            .collect();
+        (e.len() >= 6).then_some(e)
+    });
+    assert!(
+        blocked
+            .iter()
+            .all(|e| e.summary.contains("kill") || e.context.values().any(|v| v.contains("kill"))),
+        "{blocked:?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        handler.counts().len(),
+        1,
+        "an action ran with the kill switch on"
+    );
+    assert_eq!(commands(&k).len(), 1);
+}
