@@ -19,7 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use selfheal::demo::{demo_schedule, Fleet, FleetConfig, FleetEvent};
+use selfheal::demo::{demo_schedule, Fleet, FleetConfig, FleetEvent, InstanceLauncher};
 use selfheal::live::engine::{EngineConfig, EngineCounters, Guarantee};
 use selfheal::live::executor::{ExecutorConfig, ExecutorCounters};
 use selfheal::live::{tools, wall_ms, wire, KafkaArgs};
@@ -79,7 +79,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let (_cluster, brokers) = match &a.brokers {
         Some(b) => (None, b.clone()),
         None => {
-            let c = rdkafka::mocking::MockCluster::new(1).context("starting the embedded broker")?;
+            let c =
+                rdkafka::mocking::MockCluster::new(1).context("starting the embedded broker")?;
             let b = c.bootstrap_servers();
             (Some(c), b)
         }
@@ -100,21 +101,28 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         None => rt.block_on(selfheal::live::create_topics(&kafka, a.partitions))?,
     }
     let guarantee = a.guarantee.unwrap_or(Guarantee::ExactlyOnce);
-    println!("selfheal demo: {} for {}s", match &_cluster {
-        Some(_) => format!("embedded broker at {brokers}"),
-        None => format!("broker {brokers}"),
-    }, duration.as_secs());
+    println!(
+        "selfheal demo: {} for {}s",
+        match &_cluster {
+            Some(_) => format!("embedded broker at {brokers}"),
+            None => format!("broker {brokers}"),
+        },
+        duration.as_secs()
+    );
 
     // The fleet and its action handler API.
-    let fleet = rt.block_on(Fleet::start(FleetConfig::demo()))?;
-    let supervisor = fleet.supervisor_addr();
+    let fleet = rt.block_on(Fleet::start(FleetConfig::demo(
+        InstanceLauncher::current_exe()?,
+    )))?;
+    let supervisor = fleet.supervisor_url();
+    let supervisor = supervisor.trim_start_matches("http://").to_string();
     let policy_text = DEMO_POLICY.replace("${SUPERVISOR}", &supervisor);
     let policy = selfheal::policy::parse(&policy_text, "demo-policy.yaml")
         .map_err(|p| anyhow::anyhow!("demo policy: {p}"))?;
     let policy = Arc::new(policy);
     println!(
         "fleet: {} services, supervisor at http://{supervisor}; policy {}",
-        fleet.services().len(),
+        FleetConfig::demo_services().len(),
         policy.version
     );
 
@@ -147,15 +155,20 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let (ttx, mut trx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
     let mut budget = Budget::default();
     for s in &policy.slos {
-        budget.objectives.insert(s.service.clone(), (s.name.clone(), s.objective.to_f64()));
+        budget
+            .objectives
+            .insert(s.service.clone(), (s.name.clone(), s.objective.to_f64()));
     }
-    rt.block_on(fleet.start_monitor(ftx.clone()))?;
     let schedule = demo_schedule(duration);
     println!("fault schedule:");
     for s in &schedule {
         println!("  {s}");
     }
-    rt.block_on(fleet.run_schedule(schedule, ftx.clone()))?;
+    let _schedule_task = {
+        let _guard = rt.enter();
+        fleet.monitor(StdDuration::from_secs(1), ftx.clone());
+        fleet.run_schedule(schedule, ftx.clone())
+    };
     // Output topics back to the timeline.
     let follower = {
         let (k, s) = (kafka.clone(), stop.clone());
@@ -217,13 +230,17 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let engine_result = engine.join().map_err(|_| anyhow::anyhow!("engine thread panicked"))?;
+    let engine_result = engine
+        .join()
+        .map_err(|_| anyhow::anyhow!("engine thread panicked"))?;
     let _ = rt.block_on(executor);
     let _ = follower.join();
     rt.block_on(fleet.shutdown());
     engine_result?;
 
-    let out = report.finish(&budget, duration, auto, &ecount, &xcount, &brokers, guarantee);
+    let out = report.finish(
+        &budget, duration, auto, &ecount, &xcount, &brokers, guarantee,
+    );
     print_report(&out);
     if let Some(path) = &a.report {
         std::fs::write(path, serde_json::to_string_pretty(&out)?)
@@ -274,9 +291,9 @@ fn v_bytes(v: &serde_json::Value) -> Vec<u8> {
 /// A record read back from the topics.
 #[derive(Debug, Clone)]
 enum Seen {
-    Output(Timestamp, Output),
-    Result(Timestamp, selfheal::records::ActionResult),
-    Approval(Timestamp, selfheal::records::Approval),
+    Output(Timestamp, Box<Output>),
+    Result(selfheal::records::ActionResult),
+    Approval(selfheal::records::Approval),
 }
 
 fn follow(
@@ -298,14 +315,16 @@ fn follow(
     cc.set("group.id", format!("{}demo-timeline", kafka.topic_prefix))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed");
-    let c: BaseConsumer = cc.create()?;
+    let c: BaseConsumer<selfheal::live::Health> =
+        cc.create_with_context(selfheal::live::Health::default())?;
     let mut tpl = TopicPartitionList::new();
     for n in &names {
         let md = c.fetch_metadata(Some(n), StdDuration::from_secs(10))?;
-        for p in md.topics().first().map(|x| x.partitions().len()).unwrap_or(0)..0 {
-            let _ = p;
-        }
-        let parts = md.topics().first().map(|x| x.partitions().len()).unwrap_or(0);
+        let parts = md
+            .topics()
+            .first()
+            .map(|x| x.partitions().len())
+            .unwrap_or(0);
         for p in 0..parts as i32 {
             tpl.add_partition_offset(n, p, Offset::Beginning)?;
         }
@@ -320,19 +339,19 @@ fn follow(
         let value = m.payload().unwrap_or(&[]);
         let seen = if m.topic() == t.results {
             match decode_value(InputKind::Result, value) {
-                Ok(Input::Result(r)) => Some(Seen::Result(ts, r)),
+                Ok(Input::Result(r)) => Some(Seen::Result(r)),
                 _ => None,
             }
         } else if m.topic() == t.approvals {
             match decode_value(InputKind::Approval, value) {
-                Ok(Input::Approval(r)) => Some(Seen::Approval(ts, r)),
+                Ok(Input::Approval(r)) => Some(Seen::Approval(r)),
                 _ => None,
             }
         } else {
             let kind = wire::header(m.headers(), wire::KIND_HEADER);
             wire::decode_output(kind, value)
                 .ok()
-                .map(|o| Seen::Output(ts, o))
+                .map(|o| Seen::Output(ts, Box::new(o)))
         };
         if let Some(s) = seen {
             if tx.send(s).is_err() {
@@ -346,7 +365,7 @@ fn follow(
 /// Error budget per SLO from the samples the fleet published.
 #[derive(Default)]
 struct Budget {
-    /// service -> (slo name, objective percent)
+    /// service -> (slo name, objective as a fraction)
     objectives: BTreeMap<String, (String, f64)>,
     last: HashMap<String, f64>,
     /// service -> (total, bad)
@@ -393,8 +412,12 @@ struct IncidentReport {
     service: String,
     trigger: String,
     opened: String,
-    closed: Option<String>,
+    /// When a human was paged or the incident was suppressed.
+    escalated: Option<String>,
+    resolved: Option<String>,
     state: String,
+    /// Time from opened to resolved (validated fix, or the trigger
+    /// resolving after an escalation).
     mttr_seconds: Option<f64>,
     actions: Vec<ActionReport>,
     approval_requested: bool,
@@ -457,7 +480,8 @@ struct Inc {
     service: String,
     trigger: String,
     opened: Option<Timestamp>,
-    closed: Option<Timestamp>,
+    resolved: Option<Timestamp>,
+    escalated: Option<Timestamp>,
     state: String,
     actions: Vec<ActionReport>,
     approval_requested: bool,
@@ -501,47 +525,8 @@ impl Timeline {
     /// request.
     fn record(&mut self, s: &Seen) -> Option<(String, String)> {
         match s {
-            Seen::Output(ts, Output::Incident(i)) => self.incident(*ts, i),
-            Seen::Output(_, Output::Command(c)) => self.command(c),
-            Seen::Output(_, Output::Escalation(e)) => self.escalation(e),
-            Seen::Output(_, Output::ApprovalRequest(r)) => {
-                if self.proposals.insert(r.command_id.clone(), r.incident.clone()).is_none() {
-                    if let Some(inc) = self.incidents.get_mut(&r.incident) {
-                        inc.approval_requested = true;
-                    }
-                    self.line(
-                        &r.service,
-                        &format!(
-                            "tier 2 proposal {} {} (runbook {}), waiting for an approver until {}",
-                            r.action, r.target, r.runbook, r.expires
-                        ),
-                    );
-                    return Some((r.command_id.clone(), r.service.clone()));
-                }
-            }
-            Seen::Output(_, Output::Audit(a)) => {
-                let acted = a
-                    .outputs
-                    .iter()
-                    .any(|o| o.starts_with("command:") || o.starts_with("escalation:"));
-                if acted {
-                    for r in &a.reasons {
-                        println!("{:>26}why: {r}", "");
-                    }
-                    for g in a.guardrails.iter().filter(|g| !g.passed) {
-                        println!("{:>26}blocked by {}: {}", "", g.name, g.detail);
-                    }
-                }
-            }
-            Seen::Output(_, Output::BurnAlert(b)) => self.line(
-                &b.service,
-                &format!(
-                    "burn rate {} {:?} over {}/{} (factor {}, {:.1}/{:.1})",
-                    b.slo, b.state, b.long_window, b.short_window, b.factor, b.burn_long, b.burn_short
-                )
-                .to_lowercase(),
-            ),
-            Seen::Result(_, r) => {
+            Seen::Output(ts, o) => return self.output(*ts, o),
+            Seen::Result(r) => {
                 let id = self.commands.get(&r.command_id).cloned();
                 if let Some(inc) = id.as_ref().and_then(|i| self.incidents.get_mut(i)) {
                     let service = inc.service.clone();
@@ -555,7 +540,7 @@ impl Timeline {
                     );
                 }
             }
-            Seen::Approval(_, a) => {
+            Seen::Approval(a) => {
                 if let Some(inc) = self
                     .proposals
                     .get(&a.command_id)
@@ -566,38 +551,108 @@ impl Timeline {
                         inc.approved_by = Some(a.by.clone());
                     }
                     let service = inc.service.clone();
-                    self.line(
-                        &service,
-                        &format!("{} by {}", a.decision.as_str(), a.by),
-                    );
+                    self.line(&service, &format!("{} by {}", a.decision.as_str(), a.by));
                 }
             }
-            _ => {}
         }
         None
     }
 
+    /// Takes one output record.
+    fn output(&mut self, ts: Timestamp, o: &Output) -> Option<(String, String)> {
+        match o {
+            Output::Incident(i) => return self.incident(ts, i),
+            Output::Command(c) => return self.command(c),
+            Output::Escalation(e) => return self.escalation(e),
+            Output::ApprovalRequest(r) => {
+                if self
+                    .proposals
+                    .insert(r.command_id.clone(), r.incident.clone())
+                    .is_none()
+                {
+                    self.entry(&r.incident, &r.service).approval_requested = true;
+                    self.line(
+                        &r.service,
+                        &format!(
+                            "tier 2 proposal {} {} (runbook {}), waiting for an approver until {}",
+                            r.action, r.target, r.runbook, r.expires
+                        ),
+                    );
+                    return Some((r.command_id.clone(), r.service.clone()));
+                }
+            }
+            Output::Audit(a) => {
+                let acted = a
+                    .outputs
+                    .iter()
+                    .any(|o| o.starts_with("command:") || o.starts_with("escalation:"));
+                if acted {
+                    for r in &a.reasons {
+                        self.line(&a.service, &format!("  why: {r}"));
+                    }
+                    for g in a.guardrails.iter().filter(|g| !g.passed) {
+                        self.line(
+                            &a.service,
+                            &format!("  blocked by {}: {}", g.name, g.detail),
+                        );
+                    }
+                }
+            }
+            Output::BurnAlert(b) => self.line(
+                &b.service,
+                &format!(
+                    "burn rate {} {:?} over {}/{} (factor {}, burn {:.1}/{:.1})",
+                    b.slo,
+                    b.state,
+                    b.long_window,
+                    b.short_window,
+                    b.factor,
+                    b.burn_long.unwrap_or(0.0),
+                    b.burn_short.unwrap_or(0.0)
+                )
+                .to_lowercase(),
+            ),
+        }
+        None
+    }
+
+    /// The incident's entry, created by whichever of its records arrives
+    /// first (topics are read side by side, so a command can come before
+    /// the incident record that announced it).
+    fn entry(&mut self, id: &str, service: &str) -> &mut Inc {
+        if !self.incidents.contains_key(id) {
+            self.order.push(id.to_string());
+        }
+        let inc = self.incidents.entry(id.to_string()).or_default();
+        if inc.service.is_empty() {
+            inc.service = service.to_string();
+        }
+        inc
+    }
+
     fn incident(&mut self, ts: Timestamp, i: &Incident) -> Option<(String, String)> {
-        let new = !self.incidents.contains_key(&i.id);
-        if new {
-            self.order.push(i.id.clone());
-        }
-        let inc = self.incidents.entry(i.id.clone()).or_default();
-        inc.service = i.service.clone();
+        let inc = self.entry(&i.id, &i.service);
+        let new = inc.trigger.is_empty();
         inc.trigger = i.trigger.alertname.clone();
-        inc.state = i.state.as_str().to_string();
-        if new {
-            inc.opened = Some(ts);
+        // A later state never goes back to an earlier one in the report.
+        let terminal = |s: &str| matches!(s, "resolved");
+        if !terminal(&inc.state) {
+            inc.state = i.state.as_str().to_string();
         }
-        if matches!(
-            i.state,
-            IncidentState::Resolved | IncidentState::Escalated | IncidentState::Suppressed
-        ) && inc.closed.is_none()
-        {
-            inc.closed = Some(ts);
+        if i.state == IncidentState::Opened || inc.opened.is_none() {
+            inc.opened = Some(inc.opened.map_or(ts, |o| o.min(ts)));
+        }
+        match i.state {
+            IncidentState::Resolved => inc.resolved = Some(ts),
+            IncidentState::Escalated | IncidentState::Suppressed => {
+                inc.escalated.get_or_insert(ts);
+            }
+            _ => {}
         }
         let mttr = match (i.state, inc.opened) {
-            (IncidentState::Resolved, Some(o)) => format!(" (time to resolve {:.1}s)", (ts.0 - o.0) as f64 / 1000.0),
+            (IncidentState::Resolved, Some(o)) => {
+                format!(" (time to resolve {:.1}s)", (ts.0 - o.0) as f64 / 1000.0)
+            }
             _ => String::new(),
         };
         let labels: Vec<String> = i
@@ -608,7 +663,11 @@ impl Timeline {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let what = if new {
-            format!("incident opened: {} {}", i.trigger.alertname, labels.join(" "))
+            format!(
+                "incident opened: {} {}",
+                i.trigger.alertname,
+                labels.join(" ")
+            )
         } else {
             format!("incident {}: {}{mttr}", i.state.as_str(), i.reason)
         };
@@ -617,9 +676,14 @@ impl Timeline {
     }
 
     fn command(&mut self, c: &Command) -> Option<(String, String)> {
-        if self.commands.insert(c.id.clone(), c.incident.clone()).is_some() {
+        if self
+            .commands
+            .insert(c.id.clone(), c.incident.clone())
+            .is_some()
+        {
             return None;
         }
+        self.entry(&c.incident, &c.service);
         let a = ActionReport {
             command: c.id.clone(),
             tier: c.tier,
@@ -638,11 +702,19 @@ impl Timeline {
             &c.service,
             &format!(
                 "{}tier {} {} {} {}(runbook {})",
-                if c.rollback_of.is_some() { "ROLLBACK " } else { "" },
+                if c.rollback_of.is_some() {
+                    "ROLLBACK "
+                } else {
+                    ""
+                },
                 c.tier,
                 c.action,
                 c.target,
-                if params.is_empty() { String::new() } else { format!("{} ", params.join(" ")) },
+                if params.is_empty() {
+                    String::new()
+                } else {
+                    format!("{} ", params.join(" "))
+                },
                 c.runbook
             ),
         );
@@ -650,9 +722,9 @@ impl Timeline {
     }
 
     fn escalation(&mut self, e: &Escalation) -> Option<(String, String)> {
-        if let Some(inc) = self.incidents.get_mut(&e.incident) {
-            inc.escalations.push(e.reason.as_str().to_string());
-        }
+        self.entry(&e.incident, &e.service)
+            .escalations
+            .push(e.reason.as_str().to_string());
         self.line(
             &e.service,
             &format!(
@@ -685,10 +757,11 @@ impl Timeline {
                 service: i.service.clone(),
                 trigger: i.trigger.clone(),
                 opened: i.opened.map(|t| t.to_string()).unwrap_or_default(),
-                closed: i.closed.map(|t| t.to_string()),
+                escalated: i.escalated.map(|t| t.to_string()),
+                resolved: i.resolved.map(|t| t.to_string()),
                 state: i.state.clone(),
-                mttr_seconds: match (i.state.as_str(), i.opened, i.closed) {
-                    ("resolved", Some(o), Some(c)) => Some((c.0 - o.0) as f64 / 1000.0),
+                mttr_seconds: match (i.opened, i.resolved) {
+                    (Some(o), Some(c)) => Some((c.0 - o.0) as f64 / 1000.0),
                     _ => None,
                 },
                 actions: i.actions.clone(),
@@ -702,7 +775,9 @@ impl Timeline {
         let mut escalations_by_reason = BTreeMap::new();
         for i in &incidents {
             for a in &i.actions {
-                *actions_by_tier.entry(format!("tier{}", a.tier)).or_insert(0) += 1;
+                *actions_by_tier
+                    .entry(format!("tier{}", a.tier))
+                    .or_insert(0) += 1;
             }
             for r in &i.escalations {
                 *escalations_by_reason.entry(r.clone()).or_insert(0) += 1;
@@ -715,11 +790,11 @@ impl Timeline {
             .map(|(service, (slo, objective))| {
                 let (total, bad) = budget.counts.get(service).copied().unwrap_or_default();
                 let ratio = if total > 0.0 { bad / total } else { 0.0 };
-                let burn = ratio / (1.0 - objective / 100.0);
+                let burn = ratio / (1.0 - objective);
                 BudgetReport {
                     slo: slo.clone(),
                     service: service.clone(),
-                    objective_percent: *objective,
+                    objective_percent: objective * 100.0,
                     requests: total,
                     errors: bad,
                     error_ratio: ratio,
@@ -787,7 +862,11 @@ fn scenarios(incidents: &[IncidentReport], auto: bool) -> Vec<ScenarioReport> {
                     .map(|a| {
                         format!(
                             "{}tier {} {} -> {}",
-                            if a.rollback_of.is_some() { "rollback " } else { "" },
+                            if a.rollback_of.is_some() {
+                                "rollback "
+                            } else {
+                                ""
+                            },
                             a.tier,
                             a.action,
                             a.result.as_deref().unwrap_or("no result")
@@ -807,6 +886,7 @@ fn scenarios(incidents: &[IncidentReport], auto: bool) -> Vec<ScenarioReport> {
     let fixed_by = |v: &[&IncidentReport], action: &str| {
         v.iter().any(|i| {
             i.state == "resolved"
+                && i.escalations.is_empty()
                 && i.actions.iter().any(|a| {
                     a.tier == 1
                         && a.action == action
@@ -816,62 +896,108 @@ fn scenarios(incidents: &[IncidentReport], auto: bool) -> Vec<ScenarioReport> {
         })
     };
     let mut out = Vec::new();
-    let mut push = |name, service, alert, expected: &str, pass: &dyn Fn(&[&IncidentReport]) -> bool| {
-        let v = find(service, alert);
-        out.push(ScenarioReport {
-            name,
-            service,
-            alert,
-            expected: expected.to_string(),
-            observed: describe(&v),
-            passed: pass(&v),
-        });
-    };
-    push("memory leak ends in a crash", "checkout", "PodOOMKilled",
-        "tier 1 restart, validated, resolved", &|v| fixed_by(v, "restart"));
-    push("error spike under load", "search", "HighErrorRate",
-        "tier 1 scale-up, validated, resolved", &|v| fixed_by(v, "scale"));
-    push("primary failure", "orders", "PrimaryDown",
-        "tier 1 failover, validated, resolved", &|v| fixed_by(v, "failover"));
-    push("poisoned cache", "catalog", "CachePoisoned",
-        "tier 1 cache invalidation, validated, resolved", &|v| fixed_by(v, "cache_invalidate"));
-    push("a fix that does not work", "recommendations", "HighLatency",
-        "tier 1 scale-up, not confirmed: rolled back and paged (validation_failed)", &|v| {
+    let mut push =
+        |name, service, alert, expected: &str, pass: &dyn Fn(&[&IncidentReport]) -> bool| {
+            let v = find(service, alert);
+            out.push(ScenarioReport {
+                name,
+                service,
+                alert,
+                expected: expected.to_string(),
+                observed: describe(&v),
+                passed: pass(&v),
+            });
+        };
+    push(
+        "memory leak ends in a crash",
+        "checkout",
+        "PodOOMKilled",
+        "tier 1 restart, validated, resolved",
+        &|v| fixed_by(v, "restart"),
+    );
+    push(
+        "error spike under load",
+        "search",
+        "HighErrorRate",
+        "tier 1 scale-up, validated, resolved",
+        &|v| fixed_by(v, "scale"),
+    );
+    push(
+        "primary failure",
+        "orders",
+        "PrimaryDown",
+        "tier 1 failover, validated, resolved",
+        &|v| fixed_by(v, "failover"),
+    );
+    push(
+        "poisoned cache",
+        "catalog",
+        "CachePoisoned",
+        "tier 1 cache invalidation, validated, resolved",
+        &|v| fixed_by(v, "cache_invalidate"),
+    );
+    push(
+        "a fix that does not work",
+        "recommendations",
+        "HighLatency",
+        "tier 1 scale-up, not confirmed: rolled back and paged (validation_failed)",
+        &|v| {
             v.iter().any(|i| {
                 i.actions.iter().any(|a| a.rollback_of.is_some())
                     && i.escalations.iter().any(|e| e == "validation_failed")
             })
-        });
-    push("database fault during a migration", "orders-db", "DBConnectionsExhausted",
-        "no action (change freeze), paged (guardrail)", &|v| {
+        },
+    );
+    push(
+        "database fault during a migration",
+        "orders-db",
+        "DBConnectionsExhausted",
+        "no action (change freeze), paged (guardrail)",
+        &|v| {
             !v.is_empty()
                 && v.iter().all(|i| i.actions.is_empty())
-                && v.iter().any(|i| i.escalations.iter().any(|e| e == "guardrail"))
-        });
-    push("a failure never seen before", "inventory", "DiskCorruption",
-        "no action, paged (first_time)", &|v| {
+                && v.iter()
+                    .any(|i| i.escalations.iter().any(|e| e == "guardrail"))
+        },
+    );
+    push(
+        "a failure never seen before",
+        "inventory",
+        "DiskCorruption",
+        "no action, paged (first_time)",
+        &|v| {
             !v.is_empty()
                 && v.iter().all(|i| i.actions.is_empty())
-                && v.iter().any(|i| i.escalations.iter().any(|e| e == "first_time"))
-        });
+                && v.iter()
+                    .any(|i| i.escalations.iter().any(|e| e == "first_time"))
+        },
+    );
     let expected = if auto {
         "tier 2 proposal, approved (auto), acted, resolved"
     } else {
         "tier 2 proposal; nothing runs without an approver: approved from the command line and resolved, or paged on approval_timeout"
     };
-    push("tier 2 action needs an approver", "search", "ShardImbalance", expected, &|v| {
-        v.iter().any(|i| {
-            let acted = i.actions.iter().any(|a| a.tier == 2);
-            let approved = i.approved_by.is_some();
-            i.approval_requested
-                && if auto {
-                    approved && acted && i.state == "resolved"
-                } else {
-                    (approved && acted && i.state == "resolved")
-                        || (!approved && !acted && i.escalations.iter().any(|e| e == "approval_timeout"))
-                }
-        })
-    });
+    push(
+        "tier 2 action needs an approver",
+        "search",
+        "ShardImbalance",
+        expected,
+        &|v| {
+            v.iter().any(|i| {
+                let acted = i.actions.iter().any(|a| a.tier == 2);
+                let approved = i.approved_by.is_some();
+                i.approval_requested
+                    && if auto {
+                        approved && acted && i.state == "resolved"
+                    } else {
+                        (approved && acted && i.state == "resolved")
+                            || (!approved
+                                && !acted
+                                && i.escalations.iter().any(|e| e == "approval_timeout"))
+                    }
+            })
+        },
+    );
     out
 }
 
@@ -905,7 +1031,7 @@ fn print_report(r: &Report) {
     println!("error budget consumed (share of the 30-day budget):");
     for b in &r.error_budget {
         println!(
-            "  {:<30} {:>7} requests {:>6} errors  burn {:>6.1}  {:.4}%",
+            "  {:<30} {:>7} requests {:>6} errors  mean burn rate {:>6.2}  {:.4}% of the budget",
             b.slo, b.requests, b.errors, b.mean_burn_rate, b.budget_consumed_percent_of_30d
         );
     }

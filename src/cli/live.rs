@@ -69,7 +69,7 @@ pub fn std_duration(s: &str) -> anyhow::Result<std::time::Duration> {
     Ok(std::time::Duration::from_millis(d.0.max(0) as u64))
 }
 
-fn load_policy(path: &PathBuf) -> anyhow::Result<Arc<selfheal::policy::Policy>> {
+fn load_policy(path: &std::path::Path) -> anyhow::Result<Arc<selfheal::policy::Policy>> {
     match selfheal::policy::load::load(path) {
         Ok(p) => Ok(Arc::new(p)),
         Err(problems) => {

@@ -1,6 +1,7 @@
 //! The command line: parsing and the subcommands' edges.
 
 pub mod check;
+pub mod demo;
 pub mod live;
 pub mod replay;
 
@@ -16,6 +17,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole loop on an embedded broker: a fleet of local services
+    /// with injected faults, the engine, an executor, a live timeline and a
+    /// report.
+    Demo(demo::Args),
     /// Drive the decision core from a historical JSON Lines stream.
     Replay(replay::Args),
     /// Validate a policy file; lists every problem with its place.
@@ -42,6 +47,9 @@ pub enum Command {
     /// Create selfheal's topics on a broker.
     #[command(subcommand)]
     Topics(live::TopicsCmd),
+    /// One service instance of the demo fleet (started by `selfheal demo`).
+    #[command(name = "demo-service", hide = true)]
+    DemoService(selfheal::demo::ServiceOpts),
 }
 
 /// Runs the parsed command; the process exit code is returned.
@@ -49,6 +57,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Replay(a) => replay::run(a),
         Command::Check(a) => check::run(a),
+        Command::Demo(a) => demo::run(a),
+        Command::DemoService(a) => demo::service(a),
         Command::Engine(a) => live::engine(a),
         Command::Executor(a) => live::executor(a),
         Command::Alert(a) => live::alert(a),

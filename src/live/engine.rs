@@ -274,6 +274,7 @@ struct Shard {
     outputs: Vec<Emitted>,
     dead: Vec<Dead>,
     touched: bool,
+    assigned_at: Instant,
 }
 
 impl Shard {
@@ -285,6 +286,7 @@ impl Shard {
             outputs: Vec::new(),
             dead: Vec::new(),
             touched: false,
+            assigned_at: Instant::now(),
         }
     }
 
@@ -335,8 +337,8 @@ impl Runtime {
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest");
-        let reader: BaseConsumer = cc
-            .create()
+        let reader: BaseConsumer<Health> = cc
+            .create_with_context(Health::default())
             .map_err(LiveError::kafka("creating the journal reader"))?;
         let topic = self.topics.journal.clone();
         let (low, high) = reader
@@ -494,7 +496,8 @@ impl Runtime {
 
     /// Whether every input topic of partition `p` is consumed to the end
     /// the consumer knows of: the position (or the journal's) reached the
-    /// high watermark, or the topic-partition has been quiet for 5s.
+    /// high watermark from the last fetch, or the topic-partition has
+    /// delivered nothing for 5s (since assignment, if ever).
     fn caught_up(
         &self,
         consumer: &BaseConsumer<Ctx>,
@@ -514,7 +517,9 @@ impl Runtime {
             let quiet = self
                 .last_seen
                 .get(&(t as u8, p))
-                .is_none_or(|s| s.elapsed() >= StdDuration::from_secs(5));
+                .unwrap_or(&shard.assigned_at)
+                .elapsed()
+                >= StdDuration::from_secs(5);
             (high >= 0 && pos >= high) || high == 0 || quiet
         })
     }
@@ -758,7 +763,7 @@ fn run_once(
     let topics = cfg.kafka.topics();
     let health = Health::default();
     let deliveries = Arc::new(Deliveries::default());
-    let mut pc = cfg.kafka.client_config()?;
+    let mut pc = cfg.kafka.producer_config()?;
     pc.set("client.id", &cfg.instance)
         .set("linger.ms", "5")
         .set("compression.type", "lz4")
@@ -785,9 +790,7 @@ fn run_once(
         .map_err(LiveError::kafka("creating the producer"))?;
     let n = check_partitions(cfg, &producer, &topics)?;
     if cfg.guarantee == Guarantee::ExactlyOnce {
-        producer
-            .init_transactions(StdDuration::from_secs(20))
-            .map_err(|e| LiveError::NoTransactions(e.to_string()))?;
+        probe_transactions(&producer, &topics.journal)?;
     }
     if first {
         let g = match cfg.guarantee {
@@ -828,6 +831,9 @@ fn run_once(
                 "latest"
             },
         );
+    if cc.get("fetch.wait.max.ms").is_none() {
+        cc.set("fetch.wait.max.ms", "100");
+    }
     if cc.get("session.timeout.ms").is_none() {
         cc.set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
@@ -890,6 +896,33 @@ fn run_once(
         consumer.unsubscribe();
     }
     result
+}
+
+/// Initialises transactions and commits one transaction holding an empty
+/// journal record (which replay skips): some brokers accept
+/// `InitProducerId` but refuse `EndTxn`, and that must show at start, not
+/// at the first batch.
+fn probe_transactions(
+    producer: &BaseProducer<ProducerCtx>,
+    journal: &str,
+) -> Result<(), LiveError> {
+    let no = |e: KafkaError| LiveError::NoTransactions(e.to_string());
+    let t = StdDuration::from_secs(20);
+    producer.init_transactions(t).map_err(no)?;
+    producer.begin_transaction().map_err(no)?;
+    let sent = producer
+        .send(
+            BaseRecord::<[u8], [u8]>::to(journal)
+                .partition(0)
+                .key(b"0".as_slice())
+                .payload(journal::EMPTY.as_slice()),
+        )
+        .map_err(|(e, _)| e);
+    if let Err(e) = sent.and_then(|()| producer.commit_transaction(t)) {
+        let _ = producer.abort_transaction(t);
+        return Err(no(e));
+    }
+    Ok(())
 }
 
 /// The high watermark (the last stable offset under `read_committed`) of

@@ -83,7 +83,7 @@ pub async fn run(
     counters: Arc<ExecutorCounters>,
 ) -> Result<(), LiveError> {
     let topics = cfg.kafka.topics();
-    let mut pc = cfg.kafka.client_config()?;
+    let mut pc = cfg.kafka.producer_config()?;
     pc.set("client.id", &cfg.instance)
         .set("linger.ms", "0")
         .set("acks", "all");
@@ -103,6 +103,9 @@ pub async fn run(
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "range");
+    if cc.get("fetch.wait.max.ms").is_none() {
+        cc.set("fetch.wait.max.ms", "100");
+    }
     if cc.get("session.timeout.ms").is_none() {
         cc.set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
@@ -215,7 +218,11 @@ struct ExecCtx {
     ledgers: Arc<Mutex<HashMap<i32, HashSet<String>>>>,
 }
 
-impl rdkafka::ClientContext for ExecCtx {}
+impl rdkafka::ClientContext for ExecCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        super::Health::default().error(error, reason);
+    }
+}
 
 impl rdkafka::consumer::ConsumerContext for ExecCtx {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &rdkafka::consumer::Rebalance<'_>) {
@@ -373,8 +380,8 @@ fn read_ledger(
     cc.set("group.id", format!("{group}-ledger-reader"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");
-    let reader: BaseConsumer = cc
-        .create()
+    let reader: BaseConsumer<super::Health> = cc
+        .create_with_context(super::Health::default())
         .map_err(LiveError::kafka("creating the ledger reader"))?;
     let (low, high) = reader
         .fetch_watermarks(topic, p, StdDuration::from_secs(10))

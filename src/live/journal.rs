@@ -24,6 +24,8 @@ use crate::time::Timestamp;
 use super::wire::INPUT_KINDS;
 
 const MAGIC: &[u8; 4] = b"SHJ1";
+/// A journal record with no entries (written by the transaction probe).
+pub const EMPTY: [u8; 4] = *MAGIC;
 /// Journal records are split before they reach this size.
 pub const MAX_RECORD_BYTES: usize = 512 * 1024;
 

@@ -165,14 +165,22 @@ impl KafkaArgs {
         Topics::with_prefix(&self.topic_prefix)
     }
 
+    /// A producer configuration: the client's, with the Java clients'
+    /// partitioner, so a service's records land on the same partition
+    /// whoever produced them (unless a pass-through setting says otherwise).
+    pub fn producer_config(&self) -> Result<ClientConfig, LiveError> {
+        let mut c = self.client_config()?;
+        if c.get("partitioner").is_none() {
+            c.set("partitioner", "murmur2_random");
+        }
+        Ok(c)
+    }
+
     /// A client configuration with the bootstrap servers and every
     /// pass-through setting.
     pub fn client_config(&self) -> Result<ClientConfig, LiveError> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
-        // Java clients' partitioner, so a service's records land on the
-        // same partition whoever produced them.
-        c.set("partitioner", "murmur2_random");
         c.set_log_level(RDKafkaLogLevel::Warning);
         let mut env: Vec<(String, String)> = std::env::vars()
             .filter_map(|(k, v)| {
@@ -230,6 +238,9 @@ impl Health {
 impl ClientContext for Health {
     fn error(&self, error: KafkaError, reason: &str) {
         use rdkafka::types::RDKafkaErrorCode as C;
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            return;
+        }
         self.inner.errors.fetch_add(1, Ordering::Relaxed);
         if matches!(
             error.rdkafka_error_code(),
@@ -243,6 +254,8 @@ impl ClientContext for Health {
         tracing::warn!(%error, reason, "kafka client error");
     }
 }
+
+impl rdkafka::consumer::ConsumerContext for Health {}
 
 /// Checks that every topic exists and that the input topics (and the
 /// topics written per partition) share one partition count, which is

@@ -21,7 +21,7 @@ use crate::time::Timestamp;
 
 /// A producer for the tools: acks from all replicas, no batching delay.
 pub fn producer(args: &KafkaArgs) -> Result<FutureProducer, LiveError> {
-    let mut c = args.client_config()?;
+    let mut c = args.producer_config()?;
     c.set("linger.ms", "0")
         .set("acks", "all")
         .set("message.timeout.ms", "15000");
@@ -251,7 +251,9 @@ pub fn scan_topic_from(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_committed");
-    let c: BaseConsumer = cc.create().map_err(LiveError::kafka("creating a reader"))?;
+    let c: BaseConsumer<super::Health> = cc
+        .create_with_context(super::Health::default())
+        .map_err(LiveError::kafka("creating a reader"))?;
     let md = c
         .fetch_metadata(Some(topic), StdDuration::from_secs(10))
         .map_err(LiveError::kafka(format!("fetching {topic} metadata")))?;
