@@ -187,15 +187,12 @@ fn a_poison_record_goes_to_the_dlq_and_later_records_are_decided() {
         .unwrap();
         (v.len() >= 4).then_some(v)
     });
-    let codes: Vec<&str> = dead.iter().map(|d| d.0.as_str()).collect();
+    // Topics are consumed side by side, so only the set is fixed.
+    let mut codes: Vec<&str> = dead.iter().map(|d| d.0.as_str()).collect();
+    codes.sort_unstable();
     assert_eq!(
         codes,
-        [
-            "malformed_json",
-            "invalid_value",
-            "missing_field",
-            "malformed_avro"
-        ],
+        ["invalid_value", "malformed_avro", "malformed_json", "missing_field"],
         "{dead:?}"
     );
     assert!(dead.iter().all(|d| !d.1.is_empty() && !d.2.is_empty()));

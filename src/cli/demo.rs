@@ -495,6 +495,7 @@ struct Timeline {
     order: Vec<String>,
     commands: HashMap<String, String>,
     proposals: HashMap<String, String>,
+    early_results: HashMap<String, selfheal::records::ActionResult>,
 }
 
 impl Timeline {
@@ -505,6 +506,7 @@ impl Timeline {
             order: Vec::new(),
             commands: HashMap::new(),
             proposals: HashMap::new(),
+            early_results: HashMap::new(),
         }
     }
 
@@ -528,6 +530,10 @@ impl Timeline {
             Seen::Output(ts, o) => return self.output(*ts, o),
             Seen::Result(r) => {
                 let id = self.commands.get(&r.command_id).cloned();
+                if id.is_none() {
+                    // The command record has not been read yet.
+                    self.early_results.insert(r.command_id.clone(), r.clone());
+                }
                 if let Some(inc) = id.as_ref().and_then(|i| self.incidents.get_mut(i)) {
                     let service = inc.service.clone();
                     if let Some(a) = inc.actions.iter_mut().find(|a| a.command == r.command_id) {
@@ -684,6 +690,7 @@ impl Timeline {
             return None;
         }
         self.entry(&c.incident, &c.service);
+        let early = self.early_results.remove(&c.id);
         let a = ActionReport {
             command: c.id.clone(),
             tier: c.tier,
@@ -691,8 +698,8 @@ impl Timeline {
             target: c.target.clone(),
             runbook: c.runbook.clone(),
             rollback_of: c.rollback_of.clone(),
-            result: None,
-            detail: None,
+            result: early.as_ref().map(|r| r.status.as_str().to_string()),
+            detail: early.as_ref().map(|r| r.detail.clone()),
         };
         if let Some(inc) = self.incidents.get_mut(&c.incident) {
             inc.actions.push(a);
