@@ -27,11 +27,14 @@
 # $CARGO_HOME/bin), TANSU_VERSION (what `install` installs, default 0.6.0),
 # TANSU_CLUSTER_ID (default selfheal).
 #
-# Known Tansu 0.6 limits (see examples/tansu_probe.rs for the probe): no
-# transactions (init_transactions succeeds, commit_transaction fails with
-# UnsupportedFeature), no automatic topic creation, a fetch always waits
-# about fetch.wait.max.ms (use fetch.wait.max.ms=10 in tests), Debian's kcat
-# fails its handshake (librdkafka from the rdkafka crate is fine).
+# Known Tansu 0.6 limits (probe: examples/tansu_probe.rs, notes in
+# scripts/README.md): no transactions (init_transactions succeeds,
+# commit_transaction fails with UnsupportedFeature and leaves the partition's
+# last stable offset stuck), no automatic topic creation, every fetch lasts
+# about fetch.wait.max.ms (use fetch.wait.max.ms=10 in tests). With sqlite
+# storage: deleting any topic deletes all topics, snappy batches cannot be
+# fetched, DescribeGroups fails. Debian's kcat fails its handshake
+# (librdkafka from the rdkafka crate is fine).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -195,6 +198,10 @@ running() {
     tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q tansu
 }
 
+port_free() {
+    python3 -c 'import socket, sys; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null
+}
+
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
@@ -217,10 +224,6 @@ cmd_start() {
     [[ -z $port || $port =~ ^[0-9]+$ ]] || die "--port must be a number, not $port"
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
-    if running "$dir"; then
-        # shellcheck source=/dev/null
-        die "a broker is already running from $dir (pid $(<"$dir/broker.pid"), $(. "$dir/broker.env" && echo "127.0.0.1:$PORT")); stop it first"
-    fi
 
     # Storage: memory://, or sqlite://NAME resolved by tansu against its
     # working directory, so the broker runs in the file's directory.
@@ -244,9 +247,19 @@ cmd_start() {
     *) die "--storage must be memory, sqlite or sqlite:FILE, not $storage" ;;
     esac
 
+    if running "$dir"; then
+        # shellcheck source=/dev/null
+        die "a broker is already running from $dir (pid $(<"$dir/broker.pid"), $(. "$dir/broker.env" && echo "127.0.0.1:$PORT")); stop it first"
+    fi
+
     ensure_tansu
     case $storage in memory) check_engine dynostore ;; *) check_engine libsql ;; esac
-    [[ -n $port ]] || port=$(free_port)
+    if [[ -z $port ]]; then
+        port=$(free_port)
+    elif ! port_free "$port"; then
+        # Else the readiness check below would be answered by whoever has it.
+        die "port $port on 127.0.0.1 is in use"
+    fi
 
     # Settings for stop/restart (and status).
     cat >"$dir/broker.env" <<EOF
@@ -286,6 +299,14 @@ EOF
         fi
         sleep 0.2
     done
+    # Tansu 0.6 reports a failed bind from a worker thread and may linger.
+    sleep 0.3
+    kill -0 "$pid" 2>/dev/null || {
+        rm -f "$dir/broker.pid"
+        log "the broker exited after starting; last lines of $dir/broker.log:"
+        tail -n 30 "$dir/broker.log" >&2
+        exit 1
+    }
     log "broker ready on 127.0.0.1:$port (pid $pid, storage $storage, log $dir/broker.log)"
 
     create_topics "127.0.0.1:$port" "$partitions" "$prefix"
