@@ -4,8 +4,9 @@
 ci:
 	bash .ci/run
 
+# Every test, with a real broker (Tansu) started for the live tests.
 test:
-	cargo test
+	scripts/test.sh
 
 lint:
 	cargo fmt --all -- --check

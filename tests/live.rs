@@ -192,7 +192,12 @@ fn a_poison_record_goes_to_the_dlq_and_later_records_are_decided() {
     codes.sort_unstable();
     assert_eq!(
         codes,
-        ["invalid_value", "malformed_avro", "malformed_json", "missing_field"],
+        [
+            "invalid_value",
+            "malformed_avro",
+            "malformed_json",
+            "missing_field"
+        ],
         "{dead:?}"
     );
     assert!(dead.iter().all(|d| !d.1.is_empty() && !d.2.is_empty()));

@@ -332,10 +332,17 @@ impl Runtime {
         let started = Instant::now();
         let mut shard = Shard::new(&self.cfg.policy, p);
         let mut cc = self.cfg.kafka.client_config()?;
+        // Under at_least_once nothing is written in transactions, and a
+        // transaction left open on a broker that cannot end it (the start
+        // probe, or an earlier exactly_once run) must not hide the journal.
+        let isolation = match self.cfg.guarantee {
+            Guarantee::ExactlyOnce => "read_committed",
+            Guarantee::AtLeastOnce => "read_uncommitted",
+        };
         cc.set("group.id", format!("{}-journal-reader", self.cfg.group))
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "true")
-            .set("isolation.level", "read_committed")
+            .set("isolation.level", isolation)
             .set("auto.offset.reset", "earliest");
         let reader: BaseConsumer<Health> = cc
             .create_with_context(Health::default())

@@ -225,7 +225,7 @@ mod tests {
                     topic: (i % 6) as u8,
                     offset: i * 1000,
                     ts: 1_772_359_200_000 + i,
-                    value: vec![b'x'; 500],
+                    value: vec![b'x'; 1000],
                 },
                 1 => Entry::Dropped {
                     topic: 5,
@@ -237,7 +237,7 @@ mod tests {
             want.push(e);
         }
         let chunks = w.take();
-        assert!(chunks.len() > 1, "a 500 KB batch is split");
+        assert!(chunks.len() > 1, "a 1 MB batch is split");
         assert!(chunks.iter().all(|c| c.len() <= MAX_RECORD_BYTES));
         let got: Vec<Entry> = chunks.iter().flat_map(|c| decode(c).unwrap()).collect();
         assert_eq!(got, want);
