@@ -519,3 +519,69 @@ pub fn topics(cmd: TopicsCmd) -> anyhow::Result<i32> {
     );
     Ok(0)
 }
+
+#[derive(Debug, clap::Subcommand)]
+pub enum JournalCmd {
+    /// Write a partition's journal as a replay file: the records its core
+    /// consumed, at the event time it used, with its clock ticks.
+    /// `selfheal replay` of that file reproduces the partition's outputs.
+    Export(JournalExportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct JournalExportArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The partition.
+    #[arg(long)]
+    pub partition: i32,
+    /// Where to write the replay lines (default stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The guarantee the engine ran with: `exactly_once` journals are read
+    /// committed-only.
+    #[arg(
+        long = "processing-guarantee",
+        value_enum,
+        default_value = "exactly_once"
+    )]
+    pub guarantee: Guarantee,
+}
+
+pub fn journal(cmd: JournalCmd) -> anyhow::Result<i32> {
+    use std::io::Write;
+    let JournalCmd::Export(a) = cmd;
+    let mut out: Box<dyn Write> = match &a.out {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let (mut lines, mut dropped) = (0u64, 0u64);
+    let mut err = None;
+    selfheal::live::journal::read(
+        &a.kafka,
+        "selfheal-tools",
+        a.partition,
+        a.guarantee == Guarantee::ExactlyOnce,
+        |e| match selfheal::live::journal::replay_line(&e) {
+            Some(l) => {
+                if err.is_none() {
+                    err = writeln!(out, "{l}").err();
+                }
+                lines += 1;
+            }
+            None => dropped += 1,
+        },
+    )?;
+    if let Some(e) = err {
+        return Err(e).context("writing the replay file");
+    }
+    out.flush()?;
+    eprintln!(
+        "journal {}[{}]: {lines} record(s) and tick(s), {dropped} dead-lettered record(s) left out",
+        a.kafka.topics().journal,
+        a.partition
+    );
+    Ok(0)
+}

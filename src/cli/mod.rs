@@ -44,6 +44,9 @@ pub enum Command {
     /// Receive alerts from other systems.
     #[command(subcommand)]
     Bridge(live::BridgeCmd),
+    /// Read the engine's per-partition journal.
+    #[command(subcommand)]
+    Journal(live::JournalCmd),
     /// Create selfheal's topics on a broker.
     #[command(subcommand)]
     Topics(live::TopicsCmd),
@@ -68,5 +71,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Audit(a) => live::audit(a),
         Command::Bridge(a) => live::bridge(a),
         Command::Topics(a) => live::topics(a),
+        Command::Journal(a) => live::journal(a),
     }
 }

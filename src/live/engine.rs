@@ -331,71 +331,25 @@ impl Runtime {
     fn recover(&mut self, p: i32) -> Result<Shard, LiveError> {
         let started = Instant::now();
         let mut shard = Shard::new(&self.cfg.policy, p);
-        let mut cc = self.cfg.kafka.client_config()?;
-        // Under at_least_once nothing is written in transactions, and a
-        // transaction left open on a broker that cannot end it (the start
-        // probe, or an earlier exactly_once run) must not hide the journal.
-        let isolation = match self.cfg.guarantee {
-            Guarantee::ExactlyOnce => "read_committed",
-            Guarantee::AtLeastOnce => "read_uncommitted",
-        };
-        cc.set("group.id", format!("{}-journal-reader", self.cfg.group))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
-            .set("isolation.level", isolation)
-            .set("auto.offset.reset", "earliest");
-        let reader: BaseConsumer<Health> = cc
-            .create_with_context(Health::default())
-            .map_err(LiveError::kafka("creating the journal reader"))?;
-        let topic = self.topics.journal.clone();
-        let (low, high) = reader
-            .fetch_watermarks(&topic, p, StdDuration::from_secs(10))
-            .map_err(LiveError::kafka(format!("reading {topic} watermarks")))?;
         let mut entries = 0u64;
-        if high > low {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&topic, p, Offset::Offset(low))
-                .map_err(LiveError::kafka("assigning the journal"))?;
-            reader
-                .assign(&tpl)
-                .map_err(LiveError::kafka("assigning the journal"))?;
-            let deadline = Instant::now() + StdDuration::from_secs(120);
-            loop {
-                if Instant::now() > deadline {
-                    return Err(LiveError::Journal {
-                        partition: p,
-                        message: format!("not read to its end ({high}) within 120s"),
-                    });
+        let mut failed = None;
+        let (low, high) = journal::read(
+            &self.cfg.kafka,
+            &format!("{}-journal-reader", self.cfg.group),
+            p,
+            self.cfg.guarantee == Guarantee::ExactlyOnce,
+            |e| {
+                if failed.is_none() {
+                    entries += 1;
+                    failed = shard.apply(&e).err();
                 }
-                match reader.poll(StdDuration::from_millis(500)) {
-                    None => continue,
-                    Some(Err(KafkaError::PartitionEOF(_))) => break,
-                    Some(Err(e)) => {
-                        return Err(LiveError::Kafka {
-                            context: format!("reading {topic}[{p}]"),
-                            source: e,
-                        })
-                    }
-                    Some(Ok(m)) => {
-                        let value = m.payload().unwrap_or(&[]);
-                        let batch =
-                            journal::decode(value).map_err(|message| LiveError::Journal {
-                                partition: p,
-                                message: format!("offset {}: {message}", m.offset()),
-                            })?;
-                        for e in &batch {
-                            shard.apply(e).map_err(|message| LiveError::Journal {
-                                partition: p,
-                                message,
-                            })?;
-                            entries += 1;
-                        }
-                        if m.offset() >= high - 1 {
-                            break;
-                        }
-                    }
-                }
-            }
+            },
+        )?;
+        if let Some(message) = failed {
+            return Err(LiveError::Journal {
+                partition: p,
+                message,
+            });
         }
         self.counters
             .recovered_entries

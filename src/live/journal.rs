@@ -17,11 +17,19 @@
 //! input positions to resume from are the journal's last offsets plus one.
 //! The journal is also the exact replay input of a live run.
 
-use crate::records::avro::decode_value;
+use std::time::{Duration as StdDuration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::records::avro::{decode_value, detect_framing, Framing};
 use crate::records::{DecodeError, Input, Record};
 use crate::time::Timestamp;
 
-use super::wire::INPUT_KINDS;
+use super::wire::{input_json, INPUT_KINDS};
+use super::{Health, KafkaArgs, LiveError};
 
 const MAGIC: &[u8; 4] = b"SHJ1";
 /// A journal record with no entries (written by the transaction probe).
@@ -180,6 +188,115 @@ pub fn decode(value: &[u8]) -> Result<Vec<Entry>, String> {
         }
     }
     Ok(out)
+}
+
+/// Reads partition `p` of the journal topic from its start to its current
+/// end, calling `f` with every entry in order; returns the watermarks read
+/// between. `committed` reads only committed transactions (what an
+/// `exactly_once` engine wrote); otherwise everything.
+pub fn read(
+    args: &KafkaArgs,
+    group: &str,
+    p: i32,
+    committed: bool,
+    mut f: impl FnMut(Entry),
+) -> Result<(i64, i64), LiveError> {
+    let topic = args.topics().journal;
+    let mut cc = args.client_config()?;
+    // Under at_least_once nothing is written in transactions, and a
+    // transaction left open on a broker that cannot end it (the start
+    // probe, or an earlier exactly_once run) must not hide the journal.
+    cc.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set(
+            "isolation.level",
+            if committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        )
+        .set("auto.offset.reset", "earliest");
+    let reader: BaseConsumer<Health> = cc
+        .create_with_context(Health::default())
+        .map_err(LiveError::kafka("creating the journal reader"))?;
+    let (low, high) = reader
+        .fetch_watermarks(&topic, p, StdDuration::from_secs(10))
+        .map_err(LiveError::kafka(format!("reading {topic} watermarks")))?;
+    if high <= low {
+        return Ok((low, high));
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, p, Offset::Offset(low))
+        .map_err(LiveError::kafka("assigning the journal"))?;
+    reader
+        .assign(&tpl)
+        .map_err(LiveError::kafka("assigning the journal"))?;
+    let deadline = Instant::now() + StdDuration::from_secs(300);
+    loop {
+        if Instant::now() > deadline {
+            return Err(LiveError::Journal {
+                partition: p,
+                message: format!("not read to its end ({high}) within 300s"),
+            });
+        }
+        match reader.poll(StdDuration::from_millis(500)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok((low, high)),
+            Some(Err(e)) => {
+                return Err(LiveError::Kafka {
+                    context: format!("reading {topic}[{p}]"),
+                    source: e,
+                })
+            }
+            Some(Ok(m)) => {
+                let batch =
+                    decode(m.payload().unwrap_or(&[])).map_err(|message| LiveError::Journal {
+                        partition: p,
+                        message: format!("offset {}: {message}", m.offset()),
+                    })?;
+                batch.into_iter().for_each(&mut f);
+                if m.offset() >= high - 1 {
+                    return Ok((low, high));
+                }
+            }
+        }
+    }
+}
+
+/// One entry as a replay line (`{"ts","kind","data"}`), exactly as the
+/// core saw it: JSON values verbatim, Avro values in their JSON form.
+/// `None` for dead-lettered records.
+pub fn replay_line(e: &Entry) -> Option<String> {
+    let (ts, kind, data) = match e {
+        Entry::Dropped { .. } => return None,
+        Entry::Tick { ts } => (*ts, "tick", "{}".to_string()),
+        Entry::Record {
+            topic, ts, value, ..
+        } => {
+            let kind = *INPUT_KINDS.get(*topic as usize)?;
+            let data = match detect_framing(value) {
+                Ok((Framing::Json, text)) => {
+                    let text = String::from_utf8_lossy(text);
+                    if text.contains(['\n', '\r']) {
+                        // One line per record: compact a multi-line value.
+                        serde_json::from_str::<serde_json::Value>(&text)
+                            .ok()?
+                            .to_string()
+                    } else {
+                        text.trim().to_string()
+                    }
+                }
+                _ => input_json(&decode_value(kind, value).ok()?)?.to_string(),
+            };
+            (*ts, kind.as_str(), data)
+        }
+    };
+    Some(format!(
+        r#"{{"ts":"{}","kind":"{kind}","data":{data}}}"#,
+        Timestamp(ts)
+    ))
 }
 
 fn zigzag(v: i64) -> u64 {
