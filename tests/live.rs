@@ -391,3 +391,60 @@ runbooks:
         "replaying the journals gives other audit records"
     );
 }
+
+#[test]
+fn an_executor_does_not_start_a_command_past_its_deadline() {
+    let Some(b) = real_broker() else { return };
+    let k = setup(&b, "deadline", 1);
+    let handler = Handler::start(Duration::from_millis(10));
+    let _exec = executor(&k, &handler.url);
+    let now = selfheal::live::wall_ms();
+    let cmd = |id: &str, deadline: i64| selfheal::records::Command {
+        id: id.into(),
+        incident: "inc-1".into(),
+        runbook: "restart-on-crash".into(),
+        action: "restart".into(),
+        target: "pod-1".into(),
+        params: Default::default(),
+        args: Vec::new(),
+        tier: 1,
+        deadline: selfheal::time::Timestamp(deadline),
+        timeout: "30s".into(),
+        rollback_of: None,
+        service: "svc-1".into(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let p = selfheal::live::tools::producer(&k).unwrap();
+        for c in [cmd("cmd-late", now - 60_000), cmd("cmd-due", now + 600_000)] {
+            let v = selfheal::live::wire::encode_output(
+                &selfheal::records::Output::Command(c),
+                selfheal::live::wire::Format::Avro,
+            );
+            selfheal::live::tools::publish(&p, &k.topics().actions, "svc-1", &v, "command", None)
+                .await
+                .unwrap();
+        }
+    });
+    let results = wait_for("two results", Duration::from_secs(60), || {
+        let mut v = Vec::new();
+        selfheal::live::tools::scan_topic(&k, &k.topics().results, false, |_, value| {
+            if let Ok(selfheal::records::Input::Result(r)) =
+                selfheal::records::avro::decode_value(selfheal::records::InputKind::Result, value)
+            {
+                v.push(r);
+            }
+            true
+        })
+        .unwrap();
+        (v.len() >= 2).then_some(v)
+    });
+    let late = results.iter().find(|r| r.command_id == "cmd-late").unwrap();
+    assert_eq!(late.status, selfheal::records::ResultStatus::TimedOut);
+    assert!(late.detail.contains("not started"), "{}", late.detail);
+    let due = results.iter().find(|r| r.command_id == "cmd-due").unwrap();
+    assert_eq!(due.status, selfheal::records::ResultStatus::Succeeded);
+    let counts = handler.counts();
+    assert_eq!(counts.get("cmd-due"), Some(&1));
+    assert!(!counts.contains_key("cmd-late"));
+}
