@@ -982,7 +982,7 @@ fn scenarios(incidents: &[IncidentReport], auto: bool) -> Vec<ScenarioReport> {
     let expected = if auto {
         "tier 2 proposal, approved (auto), acted, resolved"
     } else {
-        "tier 2 proposal; nothing runs without an approver: approved from the command line and resolved, or paged on approval_timeout"
+        "tier 2 proposal; nothing runs without an approver: approved from the command line and resolved, or paged on approval_timeout (or left alone until its trigger resolved)"
     };
     push(
         "tier 2 action needs an approver",
@@ -1000,7 +1000,8 @@ fn scenarios(incidents: &[IncidentReport], auto: bool) -> Vec<ScenarioReport> {
                         (approved && acted && i.state == "resolved")
                             || (!approved
                                 && !acted
-                                && i.escalations.iter().any(|e| e == "approval_timeout"))
+                                && (i.escalations.iter().any(|e| e == "approval_timeout")
+                                    || i.state == "resolved"))
                     }
             })
         },
