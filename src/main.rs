@@ -5,8 +5,13 @@ mod cli;
 use clap::Parser;
 
 fn main() {
-    init_logging();
     let cli = cli::Cli::parse();
+    // The demo's timeline is its output; its services' logs would drown it.
+    let quiet = matches!(
+        cli.command,
+        cli::Command::Demo(_) | cli::Command::DemoService(_)
+    );
+    init_logging(if quiet { "error" } else { "warn,selfheal=info" });
     match cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -17,12 +22,11 @@ fn main() {
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default: selfheal's own at
-/// info, other crates' warnings), `SELFHEAL_LOG_FORMAT=json` makes them
-/// JSON lines.
-fn init_logging() {
+/// info, other crates' warnings; errors only for the demo),
+/// `SELFHEAL_LOG_FORMAT=json` makes them JSON lines.
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,selfheal=info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
