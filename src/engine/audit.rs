@@ -70,6 +70,33 @@ pub enum ChainError {
     },
 }
 
+/// Checks that `a` follows a chain whose last record has `seq` and
+/// `prev` as its hash (0 and [`GENESIS`] for an empty chain).
+pub fn check_link(a: &Audit, seq: u64, prev: &str) -> Result<(), ChainError> {
+    if a.seq != seq + 1 {
+        return Err(ChainError::Gap {
+            service: a.service.clone(),
+            expected_prev: seq,
+            found: a.seq,
+        });
+    }
+    if a.prev_hash != prev {
+        return Err(ChainError::Broken {
+            service: a.service.clone(),
+            seq: a.seq,
+            expected: prev.to_string(),
+            found: a.prev_hash.clone(),
+        });
+    }
+    if compute_hash(a) != a.hash {
+        return Err(ChainError::Tampered {
+            service: a.service.clone(),
+            seq: a.seq,
+        });
+    }
+    Ok(())
+}
+
 /// Checks every service's chain in the given order of records.
 pub fn verify_chain<'a>(records: impl IntoIterator<Item = &'a Audit>) -> Result<usize, ChainError> {
     let mut heads: HashMap<&str, (u64, &str)> = HashMap::new();
@@ -79,27 +106,7 @@ pub fn verify_chain<'a>(records: impl IntoIterator<Item = &'a Audit>) -> Result<
             .get(a.service.as_str())
             .copied()
             .unwrap_or((0, GENESIS));
-        if a.seq != seq + 1 {
-            return Err(ChainError::Gap {
-                service: a.service.clone(),
-                expected_prev: seq,
-                found: a.seq,
-            });
-        }
-        if a.prev_hash != prev {
-            return Err(ChainError::Broken {
-                service: a.service.clone(),
-                seq: a.seq,
-                expected: prev.to_string(),
-                found: a.prev_hash.clone(),
-            });
-        }
-        if compute_hash(a) != a.hash {
-            return Err(ChainError::Tampered {
-                service: a.service.clone(),
-                seq: a.seq,
-            });
-        }
+        check_link(a, seq, prev)?;
         heads.insert(&a.service, (a.seq, &a.hash));
         n += 1;
     }

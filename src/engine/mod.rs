@@ -26,7 +26,7 @@ use crate::records::{Audit, Emitted, GuardrailCheck, Input, Output, Record};
 use crate::slo::SloSet;
 use crate::time::{Timestamp, MINUTE};
 
-pub use audit::{canonical_json, compute_hash, verify_chain, ChainError, GENESIS};
+pub use audit::{canonical_json, check_link, compute_hash, verify_chain, ChainError, GENESIS};
 pub use ids::{command_id, fingerprint, incident_id, rollback_id};
 
 use audit::Chains;

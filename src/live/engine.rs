@@ -33,7 +33,7 @@ use std::time::{Duration as StdDuration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
@@ -673,29 +673,7 @@ impl Runtime {
     }
 
     fn produce_dead(&self, d: &Dead) -> Result<(), LiveError> {
-        let partition = d.partition.to_string();
-        let offset = d.offset.to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "selfheal-error",
-                value: Some(d.reason.as_str()),
-            })
-            .insert(Header {
-                key: "selfheal-error-code",
-                value: Some(d.code),
-            })
-            .insert(Header {
-                key: "selfheal-source-topic",
-                value: Some(d.topic.as_str()),
-            })
-            .insert(Header {
-                key: "selfheal-source-partition",
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: "selfheal-source-offset",
-                value: Some(offset.as_str()),
-            });
+        let headers = wire::dead_letter_headers(&d.reason, d.code, &d.topic, d.partition, d.offset);
         let mut rec = BaseRecord::to(&self.topics.dlq)
             .payload(d.value.as_slice())
             .headers(headers);

@@ -19,7 +19,7 @@ use std::time::Duration as StdDuration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -334,29 +334,7 @@ impl Shared {
         code: &str,
         reason: &str,
     ) {
-        let partition = m.partition().to_string();
-        let offset = m.offset().to_string();
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "selfheal-error",
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: "selfheal-error-code",
-                value: Some(code),
-            })
-            .insert(Header {
-                key: "selfheal-source-topic",
-                value: Some(m.topic()),
-            })
-            .insert(Header {
-                key: "selfheal-source-partition",
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: "selfheal-source-offset",
-                value: Some(offset.as_str()),
-            });
+        let headers = wire::dead_letter_headers(reason, code, m.topic(), m.partition(), m.offset());
         let mut rec = FutureRecord::to(&self.topics.dlq)
             .payload(m.payload().unwrap_or(&[]))
             .headers(headers);

@@ -13,7 +13,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::wire::{self, Format};
 use super::{wall_ms, KafkaArgs, LiveError};
-use crate::engine::{compute_hash, ChainError, GENESIS};
+use crate::engine::{check_link, compute_hash, ChainError, GENESIS};
 use crate::records::{
     Approval, Audit, Control, DecodeError, Input, InputKind, Output, Scope, Verdict,
 };
@@ -333,27 +333,7 @@ impl ChainVerifier {
             self.duplicates += 1;
             return Ok(Link::Duplicate);
         }
-        if a.seq != seq + 1 {
-            return Err(ChainError::Gap {
-                service: a.service.clone(),
-                expected_prev: seq,
-                found: a.seq,
-            });
-        }
-        if a.prev_hash != prev {
-            return Err(ChainError::Broken {
-                service: a.service.clone(),
-                seq: a.seq,
-                expected: prev.to_string(),
-                found: a.prev_hash.clone(),
-            });
-        }
-        if compute_hash(a) != a.hash {
-            return Err(ChainError::Tampered {
-                service: a.service.clone(),
-                seq: a.seq,
-            });
-        }
+        check_link(a, seq, prev)?;
         self.heads
             .insert(a.service.clone(), (a.seq, a.hash.clone()));
         self.verified += 1;

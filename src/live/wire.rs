@@ -145,6 +145,32 @@ pub fn kind_headers(kind: &str) -> OwnedHeaders {
     })
 }
 
+/// Headers of a dead-letter record: why it was refused and where it came
+/// from.
+pub fn dead_letter_headers(
+    reason: &str,
+    code: &str,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> OwnedHeaders {
+    let (partition, offset) = (partition.to_string(), offset.to_string());
+    [
+        ("selfheal-error", reason),
+        ("selfheal-error-code", code),
+        ("selfheal-source-topic", topic),
+        ("selfheal-source-partition", partition.as_str()),
+        ("selfheal-source-offset", offset.as_str()),
+    ]
+    .into_iter()
+    .fold(OwnedHeaders::new(), |h, (key, value)| {
+        h.insert(Header {
+            key,
+            value: Some(value),
+        })
+    })
+}
+
 /// The value of a UTF-8 header, if present.
 pub fn header<'a, H: Headers>(headers: Option<&'a H>, key: &str) -> Option<&'a str> {
     let h = headers?;
