@@ -1,87 +1,114 @@
-//! Replay: drive the core from a JSON Lines stream of input records.
+//! Replay: drive the core from a stream of input records.
 //!
-//! Each line is `{"ts":…,"kind":…,"data":{…}}` in event-time order. A line
-//! that does not decode, or is earlier than the event time already
-//! reached, is a bad line: it is reported with its number and skipped, and
-//! the rest of the stream is processed as if it were absent. Outputs are
-//! written as JSON Lines in the same envelope, in decision order.
+//! A [`Source`] yields records in event-time order. An item that does not
+//! decode, or that is earlier than the event time already reached by more
+//! than the allowed lateness, is a bad line: it is reported with its
+//! position and skipped, and the rest of the stream is processed as if it
+//! were absent. A record that is late by no more than the allowed lateness
+//! is handled as the live engine handles it: at the event time already
+//! reached. Outputs are written as JSON Lines in the same envelope, in
+//! decision order.
 
-use std::io::{self, BufRead, Write};
+pub mod source;
+
+use std::io::{self, Write};
 use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::policy::Policy;
 use crate::records::{Emitted, Record};
+use crate::time::Timestamp;
 
-/// A line that was skipped, with why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BadLine {
-    pub line: usize,
-    pub reason: String,
-}
-
-impl std::fmt::Display for BadLine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}: {}", self.line, self.reason)
-    }
-}
+pub use source::{BadLine, Item, JsonLines, Position, Records, Source};
 
 /// Totals of one replay.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReplayStats {
+    /// Items read: records and bad items.
     pub lines: usize,
     pub records: usize,
     pub bad: usize,
+    /// Records handled at a later event time than their own (late within
+    /// the allowed lateness).
+    pub late: usize,
     pub outputs: usize,
-    pub bytes: u64,
 }
 
-/// Progress callbacks come every this many lines.
+/// Progress callbacks come every this many items.
 pub const PROGRESS_EVERY: usize = 1 << 16;
 
-/// Replays `input` through a fresh engine for `policy`, writing outputs to
-/// `out`. `on_bad` hears every skipped line; `progress` hears the running
-/// totals every [`PROGRESS_EVERY`] lines.
-pub fn replay<R: BufRead, W: Write>(
+/// The core with replay's handling of event time: records late by no more
+/// than `max_lateness` (milliseconds) are processed at the event time
+/// already reached, as the live engine does; later ones are refused.
+pub struct Driver {
+    pub engine: Engine,
+    max_lateness: i64,
+}
+
+impl Driver {
+    pub fn new(engine: Engine, max_lateness_ms: i64) -> Driver {
+        Driver {
+            engine,
+            max_lateness: max_lateness_ms.max(0),
+        }
+    }
+
+    /// Processes one record. `Ok(true)` when it was late and handled at the
+    /// event time already reached.
+    pub fn feed(&mut self, mut rec: Record, out: &mut Vec<Emitted>) -> Result<bool, String> {
+        let mut late = false;
+        if let Some(now) = self.engine.now() {
+            if rec.ts < now && now.0 - rec.ts.0 <= self.max_lateness {
+                rec.ts = now;
+                late = true;
+            }
+        }
+        self.engine
+            .process(&rec, &mut *out)
+            .map_err(|e| e.to_string())?;
+        Ok(late)
+    }
+
+    /// Moves event time on to `ts` (a clock tick).
+    pub fn advance(&mut self, ts: Timestamp, out: &mut Vec<Emitted>) -> Result<(), String> {
+        self.engine.advance(ts, out).map_err(|e| e.to_string())
+    }
+}
+
+/// Replays `source` through a fresh engine for `policy`, writing outputs to
+/// `out` as JSON Lines. `on_bad` hears every skipped item; `progress` hears
+/// the running totals every [`PROGRESS_EVERY`] items.
+pub fn replay<S: Source, W: Write>(
     policy: Arc<Policy>,
-    mut input: R,
+    source: &mut S,
+    max_lateness_ms: i64,
     out: W,
     mut on_bad: impl FnMut(BadLine),
-    mut progress: impl FnMut(&ReplayStats),
+    mut progress: impl FnMut(&ReplayStats, Position),
 ) -> io::Result<ReplayStats> {
-    let mut engine = Engine::new(policy);
+    let mut driver = Driver::new(Engine::new(policy), max_lateness_ms);
     let mut out = io::BufWriter::with_capacity(1 << 16, out);
     let mut stats = ReplayStats::default();
-    let mut line = String::new();
     let mut emitted: Vec<Emitted> = Vec::new();
-    loop {
-        line.clear();
-        let n = input.read_line(&mut line)?;
-        if n == 0 {
-            break;
-        }
+    while let Some(item) = source.next_item()? {
         stats.lines += 1;
-        stats.bytes += n as u64;
-        let text = line.trim();
-        if text.is_empty() {
-            continue;
-        }
-        let result = Record::from_json_line(text)
-            .map_err(|e| e.to_string())
-            .and_then(|rec| {
-                engine
-                    .process(&rec, &mut emitted)
-                    .map_err(|e| e.to_string())
-            });
-        match result {
-            Ok(()) => stats.records += 1,
-            Err(reason) => {
-                stats.bad += 1;
-                on_bad(BadLine {
-                    line: stats.lines,
+        let bad = match item {
+            Item::Record(rec) => match driver.feed(rec, &mut emitted) {
+                Ok(late) => {
+                    stats.records += 1;
+                    stats.late += usize::from(late);
+                    None
+                }
+                Err(reason) => Some(BadLine {
+                    line: source.position().last,
                     reason,
-                });
-            }
+                }),
+            },
+            Item::Bad(b) => Some(b),
+        };
+        if let Some(b) = bad {
+            stats.bad += 1;
+            on_bad(b);
         }
         for e in emitted.drain(..) {
             out.write_all(e.to_json_line().as_bytes())?;
@@ -89,19 +116,21 @@ pub fn replay<R: BufRead, W: Write>(
             stats.outputs += 1;
         }
         if stats.lines % PROGRESS_EVERY == 0 {
-            progress(&stats);
+            progress(&stats, source.position());
         }
     }
     out.flush()?;
     Ok(stats)
 }
 
-/// Replays an in-memory stream and returns its output lines, for tests.
+/// Replays an in-memory JSON Lines stream and returns its output lines,
+/// for tests.
 pub fn replay_to_lines(policy: Arc<Policy>, input: &str) -> (Vec<String>, Vec<BadLine>) {
     let mut bad = Vec::new();
     let mut buf = Vec::new();
+    let mut src = JsonLines::new(input.as_bytes(), None);
     // Writing to a Vec cannot fail.
-    let _ = replay(policy, input.as_bytes(), &mut buf, |b| bad.push(b), |_| {});
+    let _ = replay(policy, &mut src, 0, &mut buf, |b| bad.push(b), |_, _| {});
     let text = String::from_utf8_lossy(&buf);
     (text.lines().map(str::to_string).collect(), bad)
 }
