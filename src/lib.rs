@@ -19,6 +19,7 @@
 //! * [`replay`] — drives the core from a JSON Lines stream, as `selfheal
 //!   replay` does; live mode drives the same core from Kafka.
 
+pub mod backtest;
 pub mod demo;
 pub mod engine;
 pub mod executor;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use selfheal::replay::{self, JsonLines, Position, ReplayStats, Source};
-use selfheal::{policy, time::Duration};
+use selfheal::{backtest, policy, time::Duration};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,12 +17,76 @@ pub struct Args {
     pub policy: PathBuf,
     #[command(flatten)]
     pub input: InputArgs,
-    /// Where to write the output records, JSON Lines (`-` for standard output).
-    #[arg(long, default_value = "-")]
-    pub out: PathBuf,
+    /// Where to write the output records, JSON Lines (`-` for standard
+    /// output). Default: standard output, or nowhere when a backtest report
+    /// is asked for.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
     /// No progress line on stderr.
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub backtest: BacktestArgs,
+}
+
+/// Backtesting: shadow mode with a what-if report.
+#[derive(Debug, clap::Args)]
+pub struct BacktestArgs {
+    /// Write the what-if report as JSON (shadow mode: nothing executes).
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Write the what-if report as one self-contained HTML page.
+    #[arg(long, value_name = "FILE.html")]
+    pub html: Option<PathBuf>,
+    /// A second policy: every decision that differs, with both sides'
+    /// reasons, and the totals side by side.
+    #[arg(long, value_name = "POLICY")]
+    pub compare: Option<PathBuf>,
+    /// Commands with no recorded result succeed (the default) and clear
+    /// their trigger.
+    #[arg(long, group = "assume")]
+    pub assume_success: bool,
+    /// Commands with no recorded result fail.
+    #[arg(long, group = "assume")]
+    pub assume_failure: bool,
+    /// Commands with no recorded result succeed at the rate of their
+    /// runbook's results recorded earlier in the stream.
+    #[arg(long, group = "assume")]
+    pub assume_history: bool,
+    /// Time from an assumed command to its result.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub action_time: Duration,
+    /// When a tier-2 proposal with no recorded approval is approved (by
+    /// the policy's first approver), or `never`.
+    #[arg(long, default_value = "5m")]
+    pub approve_after: String,
+}
+
+impl BacktestArgs {
+    fn wanted(&self) -> bool {
+        self.report.is_some() || self.html.is_some() || self.compare.is_some()
+    }
+
+    fn assumptions(&self) -> anyhow::Result<backtest::Assumptions> {
+        let results = if self.assume_failure {
+            backtest::ResultAssumption::Failure
+        } else if self.assume_history {
+            backtest::ResultAssumption::History
+        } else {
+            backtest::ResultAssumption::Success
+        };
+        let approval_after = match self.approve_after.as_str() {
+            "never" => None,
+            s => Some(parse_duration(s).map_err(|e| {
+                anyhow::anyhow!("--approve-after {s:?}: {e} (a duration such as 5m, or never)")
+            })?),
+        };
+        Ok(backtest::Assumptions {
+            results,
+            action_time: self.action_time,
+            approval_after,
+        })
+    }
 }
 
 /// Where a replay reads its records.
@@ -56,6 +120,25 @@ pub fn open_source(a: &InputArgs) -> anyhow::Result<Box<dyn Source>> {
     )))
 }
 
+/// The command ids of the results the input holds, from a first pass
+/// over it; `None` for standard input, which cannot be read twice.
+fn recorded_results(a: &InputArgs) -> anyhow::Result<Option<std::collections::HashSet<String>>> {
+    if a.input.as_os_str() == "-" {
+        return Ok(None);
+    }
+    let ext = a.input.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let ids = if ext == "jsonl" || ext == "json" || ext == "ndjson" {
+        let f = File::open(&a.input)
+            .with_context(|| format!("cannot open input {}", a.input.display()))?;
+        backtest::recorded_results_jsonl(BufReader::with_capacity(1 << 20, f))
+    } else {
+        backtest::recorded_results(&mut open_source(a)?)
+    };
+    Ok(Some(ids.with_context(|| {
+        format!("cannot read {}", a.input.display())
+    })?))
+}
+
 /// Creates the output file, `-` for standard output.
 pub fn create_output(path: &Path) -> anyhow::Result<Box<dyn Write>> {
     Ok(if path.as_os_str() == "-" {
@@ -70,10 +153,15 @@ pub fn create_output(path: &Path) -> anyhow::Result<Box<dyn Write>> {
 
 /// Exit code 0 when every line was good, 1 when some were skipped.
 pub fn run(a: Args) -> anyhow::Result<i32> {
-    let policy = policy::load::load(&a.policy)
-        .map_err(|p| anyhow::anyhow!("policy {} is not valid:\n{p}", a.policy.display()))?;
+    let policy = load_policy(&a.policy)?;
+    if a.backtest.wanted() {
+        return run_backtest(a, policy);
+    }
+    if a.backtest.assume_failure || a.backtest.assume_history || a.backtest.assume_success {
+        anyhow::bail!("--assume-* applies to backtests: add --report, --html or --compare");
+    }
     let mut source = open_source(&a.input)?;
-    let out = create_output(&a.out)?;
+    let out = create_output(a.out.as_deref().unwrap_or(Path::new("-")))?;
     let started = Instant::now();
     let meter = std::cell::RefCell::new(Progress::new(a.quiet));
     let name = a.input.input.display().to_string();
@@ -104,6 +192,86 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         );
     }
     Ok(if stats.bad > 0 { 1 } else { 0 })
+}
+
+fn load_policy(path: &Path) -> anyhow::Result<policy::Policy> {
+    policy::load::load(path)
+        .map_err(|p| anyhow::anyhow!("policy {} is not valid:\n{p}", path.display()))
+}
+
+/// Shadow replay with a what-if report. Exit code 0 when every line was
+/// good, 1 when some were skipped.
+fn run_backtest(a: Args, policy: policy::Policy) -> anyhow::Result<i32> {
+    let assumptions = a.backtest.assumptions()?;
+    let other = match &a.backtest.compare {
+        Some(p) => Some(Arc::new(load_policy(p)?)),
+        None => None,
+    };
+    // Fail before the replay, not after it, on an unwritable report.
+    let report_file = a
+        .backtest
+        .report
+        .as_deref()
+        .map(create_output)
+        .transpose()?;
+    let html_file = a.backtest.html.as_deref().map(create_output).transpose()?;
+    let recorded = recorded_results(&a.input)?;
+    let mut source = open_source(&a.input)?;
+    let mut out = a.out.as_deref().map(create_output).transpose()?;
+    let started = Instant::now();
+    let meter = std::cell::RefCell::new(Progress::new(a.quiet));
+    let name = a.input.input.display().to_string();
+    let report = backtest::run(
+        Arc::new(policy),
+        other,
+        &assumptions,
+        a.input.max_lateness.0,
+        &mut source,
+        &name,
+        recorded.unwrap_or_default(),
+        out.as_mut().map(|w| w.as_mut() as &mut dyn Write),
+        |bad| {
+            meter.borrow_mut().clear();
+            eprintln!("{name}: {bad}")
+        },
+        |s, p| meter.borrow_mut().show(s, p, started),
+    )
+    .context("backtest failed")?;
+    meter.borrow_mut().finish();
+    if let Some(mut f) = report_file {
+        serde_json::to_writer_pretty(&mut f, &report).context("cannot write the report")?;
+        f.write_all(b"\n")?;
+        f.flush()?;
+    }
+    if let Some(mut f) = html_file {
+        f.write_all(backtest::html::render(&report).as_bytes())
+            .and_then(|_| f.flush())
+            .context("cannot write the HTML report")?;
+    }
+    let text = backtest::summary(&report);
+    let to_stdout = a.out.as_deref().is_none_or(|p| p.as_os_str() != "-");
+    let mut text = text;
+    if let Some(c) = &report.comparison {
+        text.push('\n');
+        text.push_str(&backtest::compare::render_text(&report, c));
+    }
+    if to_stdout {
+        print!("{text}");
+    } else {
+        eprint!("{text}");
+    }
+    if !a.quiet {
+        let secs = started.elapsed().as_secs_f64().max(1e-9);
+        eprintln!(
+            "backtested {} records ({} bad, {} late) in {:.2}s ({:.0} records/s)",
+            report.source.records,
+            report.source.bad,
+            report.source.late,
+            secs,
+            report.source.records as f64 / secs
+        );
+    }
+    Ok(if report.source.bad > 0 { 1 } else { 0 })
 }
 
 /// A progress line on stderr: percent, rate and ETA when the size is known.

@@ -37,10 +37,7 @@ impl Signal {
             .fingerprint
             .clone()
             .unwrap_or_else(|| ids::fingerprint(&a.labels));
-        let severity = match a.labels.get("severity") {
-            Some("ticket" | "warning" | "info" | "low") => Severity::Ticket,
-            _ => Severity::Page,
-        };
+        let severity = alert_severity(&a.labels);
         let input = format!(
             "alert@{ts}:{}:{} fingerprint={fingerprint}",
             a.alertname(),
@@ -61,6 +58,15 @@ impl Signal {
 
     fn key(&self) -> (String, String) {
         (self.service.clone(), self.fingerprint.clone())
+    }
+}
+
+/// How urgent an alert is: `severity` of ticket, warning, info or low is a
+/// ticket; anything else, or none, pages.
+pub fn alert_severity(labels: &Labels) -> Severity {
+    match labels.get("severity") {
+        Some("ticket" | "warning" | "info" | "low") => Severity::Ticket,
+        _ => Severity::Page,
     }
 }
 

@@ -27,6 +27,7 @@ use crate::slo::SloSet;
 use crate::time::{Timestamp, MINUTE};
 
 pub use audit::{canonical_json, check_link, compute_hash, verify_chain, ChainError, GENESIS};
+pub use decide::alert_severity;
 pub use ids::{command_id, fingerprint, incident_id, rollback_id};
 
 use audit::Chains;

@@ -162,6 +162,18 @@ impl SloSet {
             .any(|(t, f)| *f && t.severity == severity)
     }
 
+    /// Running sums of the SLO's increases (millionths), to difference
+    /// later with [`SloSet::between`].
+    pub fn running(&self, slo: usize) -> window::Sums {
+        self.states[slo].windows.running()
+    }
+
+    /// Errors and total added between two readings of [`SloSet::running`].
+    pub fn between(&self, slo: usize, earlier: window::Sums, later: window::Sums) -> Increase {
+        let w = &self.states[slo].windows;
+        w.to_increase(later.since(earlier))
+    }
+
     /// Share of the period's error budget left at the last evaluation.
     pub fn budget_remaining(&self, slo: usize) -> Option<f64> {
         self.states[slo].budget_remaining

@@ -35,7 +35,8 @@ pub struct Sums {
 }
 
 impl Sums {
-    fn since(self, earlier: Sums) -> Sums {
+    /// The sums added since `earlier` was read.
+    pub fn since(self, earlier: Sums) -> Sums {
         Sums {
             err: self.err.wrapping_sub(earlier.err),
             total: self.total.wrapping_sub(earlier.total),
@@ -190,7 +191,13 @@ impl Windows {
         self.to_increase(self.cum.since(snap))
     }
 
-    fn to_increase(&self, d: Sums) -> Increase {
+    /// The running sums of everything added so far.
+    pub fn running(&self) -> Sums {
+        self.cum
+    }
+
+    /// Errors and total of a difference of running sums.
+    pub fn to_increase(&self, d: Sums) -> Increase {
         let err = if self.counts_good {
             d.total.saturating_sub(d.err)
         } else {
