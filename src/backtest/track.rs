@@ -864,22 +864,17 @@ fn pattern(times: &[Timestamp]) -> String {
         times.iter().map(|t| t.0).max().unwrap_or(0) - times.iter().map(|t| t.0).min().unwrap_or(0);
     let days: HashSet<i64> = times.iter().map(|t| t.0.div_euclid(day)).collect();
     if n >= 3 && days.len() >= 3 {
-        // Most incidents within an hour either side of one hour of the day.
-        let hours: Vec<i64> = times
-            .iter()
-            .map(|t| t.0.rem_euclid(day) / (60 * MINUTE))
-            .collect();
-        for h in 0..24 {
-            let near = hours
-                .iter()
-                .filter(|x| {
-                    let d = (**x - h).rem_euclid(24);
-                    d <= 1 || d == 23
-                })
-                .count();
-            if near * 10 >= n * 6 {
-                return format!("daily around {h:02}:00 UTC");
-            }
+        // Most incidents within an hour either side of the commonest hour.
+        let mut per_hour = [0usize; 24];
+        for t in times {
+            per_hour[(t.0.rem_euclid(day) / (60 * MINUTE)) as usize] += 1;
+        }
+        let near = |h: usize| per_hour[(h + 23) % 24] + per_hour[h] + per_hour[(h + 1) % 24];
+        let best = (0..24)
+            .max_by_key(|&h| (near(h), per_hour[h], std::cmp::Reverse(h)))
+            .unwrap_or(0);
+        if near(best) * 10 >= n * 6 {
+            return format!("daily around {best:02}:00 UTC");
         }
     }
     if n >= 2 && span >= 13 * day {
