@@ -246,3 +246,46 @@ fn assumptions_apply_only_to_backtests() {
     assert_ne!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--assume-* applies to backtests"));
 }
+
+#[test]
+fn recorded_approvals_are_human_actions_and_are_not_assumed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/tier2_approved");
+    let report = tmp("approved.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .arg("replay")
+        .arg("--policy")
+        .arg(dir.join("policy.yaml"))
+        .arg("--input")
+        .arg(dir.join("input.jsonl"))
+        .arg("--report")
+        .arg(&report)
+        .args(["--approve-after", "1s", "--quiet"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let r: Value =
+        serde_json::from_str(&fs::read_to_string(&report).expect("report")).expect("json");
+    let inc = incident(&r, "PrimaryDown");
+    let human = inc["recorded"]["human_actions"]
+        .as_array()
+        .expect("human actions");
+    let approvals: Vec<&str> = human
+        .iter()
+        .filter(|h| h["kind"] == "approval")
+        .filter_map(|h| h["detail"].as_str())
+        .collect();
+    // mallory's approval is recorded too: a human acted, even if refused.
+    assert!(
+        approvals.iter().any(|d| d.contains("by alice@example.com")),
+        "{human:?}"
+    );
+    // The command went out at alice's recorded approval, not 1s after the
+    // request as the assumption would have had it.
+    let cmd = &inc["policy"]["commands"][0];
+    let approved_at = human
+        .iter()
+        .find(|h| h["detail"].as_str().is_some_and(|d| d.contains("alice")))
+        .map(|h| h["at"].clone());
+    assert_eq!(Some(cmd["at"].clone()), approved_at, "{inc:#}");
+    assert_eq!(cmd["result"]["assumed"], false);
+}

@@ -94,8 +94,8 @@ pub struct Backtest {
     tracker: Tracker,
     /// Recorded results per runbook so far: (succeeded, all).
     history: HashMap<String, (u64, u64)>,
-    /// Commands whose result the stream holds: never assumed.
-    recorded: std::collections::HashSet<String>,
+    /// Commands whose results and approvals the stream holds: never assumed.
+    recorded: Recorded,
     buf: Vec<Emitted>,
 }
 
@@ -118,10 +118,10 @@ impl Backtest {
         }
     }
 
-    /// Commands whose results the stream holds (from a first pass over
-    /// it): their recorded results are waited for instead of assumed.
-    pub fn with_recorded_results(mut self, ids: std::collections::HashSet<String>) -> Backtest {
-        self.recorded = ids;
+    /// Commands whose results and approvals the stream holds (from a
+    /// first pass over it): those are waited for instead of assumed.
+    pub fn with_recorded(mut self, recorded: Recorded) -> Backtest {
+        self.recorded = recorded;
         self
     }
 
@@ -151,14 +151,21 @@ impl Backtest {
     /// then.
     pub fn finish(self, source: report::SourceInfo) -> Report {
         let end = self.driver.engine.now();
-        self.tracker.finish(
+        let complete = self.recorded.complete;
+        let mut report = self.tracker.finish(
             end,
             &self.driver.engine,
             &self.policy,
             &self.assumptions,
             &self.history,
             source,
-        )
+        );
+        if !complete {
+            report.assumptions.notes.push(
+                "The stream was read once (no first pass): a result or approval recorded later than its assumed time was superseded by the assumption.".into(),
+            );
+        }
+        report
     }
 
     /// Feeds every injected record due at or before `until`.
@@ -234,7 +241,9 @@ impl Backtest {
             self.tracker.output(e, &self.driver.engine, &self.policy);
             match &e.output {
                 crate::records::Output::Command(c) => self.schedule_result(e.ts, c),
-                crate::records::Output::ApprovalRequest(r) => {
+                crate::records::Output::ApprovalRequest(r)
+                    if !self.recorded.approvals.contains(&r.command_id) =>
+                {
                     if let (Some(after), Some(by)) = (
                         self.assumptions.approval_after,
                         self.policy.approvers.first(),
@@ -259,7 +268,7 @@ impl Backtest {
     }
 
     fn schedule_result(&mut self, ts: Timestamp, c: &crate::records::Command) {
-        if self.recorded.contains(&c.id) {
+        if self.recorded.results.contains(&c.id) {
             return;
         }
         let at = ts.plus(self.assumptions.action_time);
@@ -336,16 +345,15 @@ pub fn run<S: Source + ?Sized>(
     max_lateness_ms: i64,
     source: &mut S,
     name: &str,
-    recorded_results: std::collections::HashSet<String>,
+    recorded: Recorded,
     mut out: Option<&mut dyn Write>,
     mut on_bad: impl FnMut(BadLine),
     mut progress: impl FnMut(&ReplayStats, Position),
 ) -> io::Result<Report> {
-    let mut a = Backtest::new(policy, assumptions.clone(), max_lateness_ms)
-        .with_recorded_results(recorded_results.clone());
+    let mut a =
+        Backtest::new(policy, assumptions.clone(), max_lateness_ms).with_recorded(recorded.clone());
     let mut b = compare.map(|p| {
-        Backtest::new(p, assumptions.clone(), max_lateness_ms)
-            .with_recorded_results(recorded_results.clone())
+        Backtest::new(p, assumptions.clone(), max_lateness_ms).with_recorded(recorded.clone())
     });
     let mut stats = ReplayStats::default();
     let mut emitted = Vec::new();
@@ -409,45 +417,62 @@ pub fn run<S: Source + ?Sized>(
     Ok(report)
 }
 
-/// The command ids of every result in `source`: a first pass so that the
-/// backtest waits for recorded results instead of assuming them.
-pub fn recorded_results<S: Source + ?Sized>(
-    source: &mut S,
-) -> io::Result<std::collections::HashSet<String>> {
-    let mut ids = std::collections::HashSet::new();
-    while let Some(item) = source.next_item()? {
-        if let Item::Record(Record {
-            input: Input::Result(r),
-            ..
-        }) = item
-        {
-            ids.insert(r.command_id);
-        }
-    }
-    Ok(ids)
+/// The command ids the stream holds results and approvals for.
+#[derive(Debug, Clone, Default)]
+pub struct Recorded {
+    pub results: std::collections::HashSet<String>,
+    pub approvals: std::collections::HashSet<String>,
+    /// True when a first pass over the whole stream filled the sets.
+    pub complete: bool,
 }
 
-/// [`recorded_results`] for a JSON Lines stream, parsing only the lines
-/// that can be results.
-pub fn recorded_results_jsonl<R: io::BufRead>(
-    mut input: R,
-) -> io::Result<std::collections::HashSet<String>> {
-    let mut ids = std::collections::HashSet::new();
+impl Recorded {
+    fn note(&mut self, input: Input) {
+        match input {
+            Input::Result(r) => {
+                self.results.insert(r.command_id);
+            }
+            Input::Approval(a) => {
+                self.approvals.insert(a.command_id);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A first pass over `source` for the results and approvals it holds, so
+/// that the backtest waits for them instead of assuming them.
+pub fn recorded<S: Source + ?Sized>(source: &mut S) -> io::Result<Recorded> {
+    let mut r = Recorded {
+        complete: true,
+        ..Recorded::default()
+    };
+    while let Some(item) = source.next_item()? {
+        if let Item::Record(rec) = item {
+            r.note(rec.input);
+        }
+    }
+    Ok(r)
+}
+
+/// [`recorded`] for a JSON Lines stream, parsing only the lines that can
+/// be results or approvals.
+pub fn recorded_jsonl<R: io::BufRead>(mut input: R) -> io::Result<Recorded> {
+    let mut r = Recorded {
+        complete: true,
+        ..Recorded::default()
+    };
     let mut line = String::new();
     loop {
         line.clear();
         if input.read_line(&mut line)? == 0 {
-            return Ok(ids);
+            return Ok(r);
         }
-        if !line.contains("\"result\"") {
+        if !line.contains("\"result\"") && !line.contains("\"approval\"") {
             continue;
         }
-        if let Ok(Record {
-            input: Input::Result(r),
-            ..
-        }) = Record::from_json_line(line.trim())
-        {
-            ids.insert(r.command_id);
+        if let Ok(rec) = Record::from_json_line(line.trim()) {
+            r.note(rec.input);
         }
     }
 }

@@ -411,6 +411,14 @@ impl Tracker {
                     let p = &mut self.rows[r].out.policy;
                     p.tier.get_or_insert(2);
                     p.runbook.get_or_insert_with(|| a.runbook.clone());
+                    // So that a recorded approval finds its incident.
+                    self.cmds.insert(
+                        a.command_id.clone(),
+                        Cmd {
+                            row: r,
+                            runbook: a.runbook.clone(),
+                        },
+                    );
                 }
             }
             Output::Escalation(x) => {

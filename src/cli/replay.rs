@@ -120,9 +120,10 @@ pub fn open_source(a: &InputArgs) -> anyhow::Result<Box<dyn Source>> {
     )))
 }
 
-/// The command ids of the results the input holds, from a first pass
-/// over it; `None` for standard input, which cannot be read twice.
-fn recorded_results(a: &InputArgs) -> anyhow::Result<Option<std::collections::HashSet<String>>> {
+/// The command ids the input holds results and approvals for, from a
+/// first pass over it; `None` for standard input, which cannot be read
+/// twice.
+fn recorded(a: &InputArgs) -> anyhow::Result<Option<backtest::Recorded>> {
     if a.input.as_os_str() == "-" {
         return Ok(None);
     }
@@ -130,9 +131,9 @@ fn recorded_results(a: &InputArgs) -> anyhow::Result<Option<std::collections::Ha
     let ids = if ext == "jsonl" || ext == "json" || ext == "ndjson" {
         let f = File::open(&a.input)
             .with_context(|| format!("cannot open input {}", a.input.display()))?;
-        backtest::recorded_results_jsonl(BufReader::with_capacity(1 << 20, f))
+        backtest::recorded_jsonl(BufReader::with_capacity(1 << 20, f))
     } else {
-        backtest::recorded_results(&mut open_source(a)?)
+        backtest::recorded(&mut open_source(a)?)
     };
     Ok(Some(ids.with_context(|| {
         format!("cannot read {}", a.input.display())
@@ -215,7 +216,7 @@ fn run_backtest(a: Args, policy: policy::Policy) -> anyhow::Result<i32> {
         .map(create_output)
         .transpose()?;
     let html_file = a.backtest.html.as_deref().map(create_output).transpose()?;
-    let recorded = recorded_results(&a.input)?;
+    let recorded = recorded(&a.input)?;
     let mut source = open_source(&a.input)?;
     let mut out = a.out.as_deref().map(create_output).transpose()?;
     let started = Instant::now();
