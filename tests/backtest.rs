@@ -289,3 +289,22 @@ fn recorded_approvals_are_human_actions_and_are_not_assumed() {
     assert_eq!(Some(cmd["at"].clone()), approved_at, "{inc:#}");
     assert_eq!(cmd["result"]["assumed"], false);
 }
+
+#[test]
+fn a_policy_compared_with_itself_differs_nowhere() {
+    let dir = root().join("recurring_candidates");
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .arg("replay")
+        .arg("--policy")
+        .arg(dir.join("policy.yaml"))
+        .arg("--compare")
+        .arg(dir.join("policy.yaml"))
+        .arg("--input")
+        .arg(dir.join("input.jsonl"))
+        .arg("--quiet")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0 incident(s) decided differently"), "{text}");
+}
