@@ -346,7 +346,10 @@ impl KafkaRange {
     /// `since`, and starts reading.
     pub fn open(args: &KafkaArgs, spec: &RangeSpec) -> Result<KafkaRange, LiveError> {
         let mut cc = args.client_config()?;
-        cc.set("enable.auto.commit", "false")
+        // librdkafka wants a group id even for assigned partitions; the
+        // group is never joined and nothing is committed.
+        cc.set("group.id", "selfheal-range")
+            .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed");
@@ -536,7 +539,8 @@ fn read_one_each<'a>(
 ) -> Result<Vec<Option<i64>>, LiveError> {
     let at: Vec<(&str, i32, i64)> = at.collect();
     let mut cc = args.client_config()?;
-    cc.set("enable.auto.commit", "false")
+    cc.set("group.id", "selfheal-range")
+        .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_uncommitted");
     if cc.get("fetch.wait.max.ms").is_none() {

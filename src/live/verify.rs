@@ -326,9 +326,11 @@ pub fn replay_journal(
                     failed = Some(format!("replaying entry at {}: {err}", rec.ts));
                 }
             }
-            Some(Err(err)) => failed = Some(format!(
+            Some(Err(err)) => {
+                failed = Some(format!(
                 "a journaled record no longer decodes ({err}); the decoder changed since the run"
-            )),
+            ))
+            }
         }
         into.audits
             .extend(out.drain(..).filter_map(|x| match x.output {
