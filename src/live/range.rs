@@ -411,7 +411,8 @@ impl KafkaRange {
             .assign(&tpl)
             .map_err(LiveError::kafka("assigning the range"))?;
         let mut lanes = Vec::with_capacity(parts.len());
-        for ((topic, p, kind, _, high), &start) in parts.into_iter().zip(&starts) {
+        for ((topic, p, kind, low, high), &start) in parts.into_iter().zip(&starts) {
+            tracing::debug!(topic, partition = p, low, high, start, "range partition");
             let queue = consumer.split_partition_queue(&topic, p).ok_or_else(|| {
                 LiveError::Other(format!("cannot read {topic}[{p}] on its own queue"))
             })?;
@@ -503,6 +504,7 @@ fn start_offsets(
             .find_partition(topic, *p)
             .filter(|e| e.error().is_ok())
             .map(|e| e.offset());
+        tracing::debug!(topic, partition = p, since, answer = ?found, "offset for --since");
         let start = match found {
             Some(Offset::Offset(o)) if o > *low && o <= *high => {
                 check.push(i);

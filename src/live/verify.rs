@@ -113,7 +113,8 @@ impl fmt::Display for Divergence {
                     write!(
                         f,
                         "\n  policy_version mismatch: the engine ran policy {}, this replay uses {}",
-                        p.found, p.expected
+                        p.found.trim_matches('"'),
+                        p.expected.trim_matches('"')
                     )?;
                 }
                 for d in fields.iter().filter(|d| d.field != "policy_version") {
