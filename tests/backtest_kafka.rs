@@ -102,7 +102,20 @@ fn avro_input(k: &KafkaArgs, i: usize, key: &str, ts: i64, kind: InputKind, data
 #[test]
 fn a_recorded_window_holds_exactly_its_records_in_time_order_and_replays_as_the_topics_do() {
     let Some(b) = real_broker() else { return };
-    let k = setup(&b, "record", 3);
+    record_a_window(&setup(&b, "record", 3));
+}
+
+#[test]
+fn a_recorded_window_on_the_mock_cluster() {
+    let cluster = MockCluster::new(1).unwrap();
+    let k = KafkaArgs::local(&cluster.bootstrap_servers());
+    for t in k.topics().all() {
+        cluster.create_topic(t, 3, 1).unwrap();
+    }
+    record_a_window(&k);
+}
+
+fn record_a_window(k: &KafkaArgs) {
     // Whole seconds, an hour ago: the broker writes them now.
     let t0 = (selfheal::live::wall_ms() / 60_000 - 60) * 60_000;
     let s = |i: i64| t0 + i * 1000;
@@ -165,10 +178,10 @@ fn a_recorded_window_holds_exactly_its_records_in_time_order_and_replays_as_the_
     let mut poison = None;
     for (ts, topic, key, kind, data, avro) in &plan {
         let f = if *avro { avro_input } else { json_input };
-        sent.push(f(&k, *topic, key, *ts, *kind, data));
+        sent.push(f(k, *topic, key, *ts, *kind, data));
         if *ts == s(100) {
             // A poison record inside the window.
-            poison = Some(send(&k, 1, "svc-2", s(101), b"{not json", "alert", None));
+            poison = Some(send(k, 1, "svc-2", s(101), b"{not json", "alert", None));
         }
     }
     let poison = poison.unwrap();
@@ -190,7 +203,7 @@ fn a_recorded_window_holds_exactly_its_records_in_time_order_and_replays_as_the_
         Timestamp(until).to_string(),
     ];
     let mut args = vec!["record".to_string()];
-    args.extend(fast(&k));
+    args.extend(fast(k));
     args.extend(window.iter().cloned());
     args.extend(["--out".into(), file.display().to_string()]);
     let out = run(&args);
@@ -220,7 +233,7 @@ fn a_recorded_window_holds_exactly_its_records_in_time_order_and_replays_as_the_
 
     // Only some topics: the alerts of the window.
     let mut args = vec!["record".to_string()];
-    args.extend(fast(&k));
+    args.extend(fast(k));
     args.extend(window.iter().cloned());
     args.extend([
         "--from-topics".into(),
@@ -250,7 +263,7 @@ fn a_recorded_window_holds_exactly_its_records_in_time_order_and_replays_as_the_
     };
     let from_file = replay(vec!["--input".into(), file.display().to_string()]);
     assert!(from_file.status.success(), "{}", text(&from_file.stderr));
-    let mut source = fast(&k);
+    let mut source = fast(k);
     source.extend(window.iter().cloned());
     let from_kafka = replay(source);
     assert_eq!(

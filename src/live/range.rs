@@ -15,15 +15,15 @@
 //! value decodes as the live engine decodes it.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::wire::{self, INPUT_KINDS};
@@ -205,10 +205,46 @@ impl<L: Lane> Merge<L> {
 /// How long a partition may deliver nothing before its range is abandoned.
 const STALL: StdDuration = StdDuration::from_secs(60);
 
-/// One partition of a range.
-pub struct KafkaLane {
-    consumer: Arc<BaseConsumer<Health>>,
-    queue: PartitionQueue<Health>,
+/// Messages fetched into the consumer's main queue before their
+/// partition got its own queue, by lane. Every one of them precedes what
+/// arrives on that partition's queue.
+#[derive(Default)]
+struct EarlyQueues {
+    lanes: HashMap<(String, i32), usize>,
+    queues: Vec<VecDeque<OwnedMessage>>,
+}
+
+type Early = Arc<Mutex<EarlyQueues>>;
+
+/// Polls the consumer's main queue (which serves the client's events) and
+/// moves every message found there to its lane's early messages.
+fn drain_main(consumer: &BaseConsumer<Health>, early: &Early) {
+    while let Some(r) = consumer.poll(StdDuration::ZERO) {
+        match r {
+            Ok(m) => {
+                if let Ok(mut e) = early.lock() {
+                    let key = (m.topic().to_string(), m.partition());
+                    if let Some(&i) = e.lanes.get(&key) {
+                        e.queues[i].push_back(m.detach());
+                    }
+                }
+            }
+            Err(KafkaError::PartitionEOF(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "reading a range"),
+        }
+    }
+}
+
+/// What a lane makes of one message.
+enum Step {
+    /// Before the lane's position (a repeat) or before `since`.
+    Skip,
+    Yield(i64, RangeRecord),
+    End,
+}
+
+/// Where a partition's reading stands.
+struct Cursor {
     topic: String,
     partition: i32,
     kind: Option<InputKind>,
@@ -218,23 +254,90 @@ pub struct KafkaLane {
     end: i64,
     since: Option<i64>,
     until: Option<i64>,
-    done: bool,
-    /// Offsets in the range, and how many of them were read or passed.
-    total: u64,
+    /// Offsets read or passed.
     read: u64,
     last_ts: i64,
+}
+
+/// One partition of a range.
+pub struct KafkaLane {
+    consumer: Arc<BaseConsumer<Health>>,
+    queue: PartitionQueue<Health>,
+    early: Early,
+    /// This lane's index among the early queues.
+    index: usize,
+    cur: Cursor,
+    done: bool,
+    /// Offsets in the range.
+    total: u64,
 }
 
 impl KafkaLane {
     fn finish(&mut self) {
         if !self.done {
             self.done = true;
-            self.read = self.total;
+            self.cur.read = self.total;
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&self.topic, self.partition);
+            tpl.add_partition(&self.cur.topic, self.cur.partition);
             // Only saves fetching what will not be read.
             let _ = self.consumer.pause(&tpl);
         }
+    }
+
+    fn early_message(&self) -> Option<OwnedMessage> {
+        self.early
+            .lock()
+            .ok()?
+            .queues
+            .get_mut(self.index)?
+            .pop_front()
+    }
+}
+
+impl Cursor {
+    fn step<M: Message>(&mut self, m: &M) -> Step {
+        let off = m.offset();
+        if off < self.next {
+            return Step::Skip;
+        }
+        if off >= self.end {
+            return Step::End;
+        }
+        self.read += (off + 1 - self.next) as u64;
+        self.next = off + 1;
+        let (ts, problem) = match m.timestamp().to_millis() {
+            Some(ts) => (ts, None),
+            None => (
+                self.last_ts,
+                Some("the record has no timestamp".to_string()),
+            ),
+        };
+        if problem.is_none() {
+            if self.since.is_some_and(|s| ts < s) {
+                return Step::Skip;
+            }
+            if self.until.is_some_and(|u| ts > u) {
+                return Step::End;
+            }
+            self.last_ts = ts;
+        }
+        let kind = self.kind.or_else(|| {
+            wire::header(m.headers(), wire::KIND_HEADER)
+                .and_then(|k| InputKind::parse(k).ok())
+                .filter(|k| *k != InputKind::Tick)
+        });
+        Step::Yield(
+            ts,
+            RangeRecord {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                offset: off,
+                ts,
+                kind,
+                value: m.payload().unwrap_or(&[]).to_vec(),
+                problem,
+            },
+        )
     }
 }
 
@@ -248,88 +351,51 @@ impl Lane for KafkaLane {
             if self.done {
                 return Ok(None);
             }
-            if self.next >= self.end {
+            if self.cur.next >= self.cur.end {
                 self.finish();
                 return Ok(None);
             }
-            // Serves the client's events; every message goes to the
-            // partition queues.
-            if let Some(Err(e)) = self.consumer.poll(StdDuration::ZERO) {
-                if !matches!(e, KafkaError::PartitionEOF(_)) {
-                    tracing::warn!(error = %e, "reading a range");
-                }
-            }
-            let m = match self.queue.poll(StdDuration::from_millis(100)) {
-                None => {
-                    if quiet_since.elapsed() > STALL {
-                        return Err(LiveError::Other(format!(
-                            "{}[{}]: nothing read at offset {} (range ends at {}) for {}s",
-                            self.topic,
-                            self.partition,
-                            self.next,
-                            self.end,
-                            STALL.as_secs()
-                        )));
+            drain_main(&self.consumer, &self.early);
+            let step = if let Some(m) = self.early_message() {
+                self.cur.step(&m)
+            } else {
+                match self.queue.poll(StdDuration::from_millis(100)) {
+                    None => {
+                        if quiet_since.elapsed() > STALL {
+                            return Err(LiveError::Other(format!(
+                                "{}[{}]: nothing read at offset {} (range ends at {}) for {}s",
+                                self.cur.topic,
+                                self.cur.partition,
+                                self.cur.next,
+                                self.cur.end,
+                                STALL.as_secs()
+                            )));
+                        }
+                        continue;
                     }
-                    continue;
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        // The end as this reader sees it (the last stable
+                        // offset, under read_committed).
+                        Step::End
+                    }
+                    Some(Err(e)) => {
+                        return Err(LiveError::Kafka {
+                            context: format!("reading {}[{}]", self.cur.topic, self.cur.partition),
+                            source: e,
+                        })
+                    }
+                    Some(Ok(m)) => self.cur.step(&m),
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => {
-                    // The end as this reader sees it (the last stable
-                    // offset, under read_committed).
-                    self.finish();
-                    return Ok(None);
-                }
-                Some(Err(e)) => {
-                    return Err(LiveError::Kafka {
-                        context: format!("reading {}[{}]", self.topic, self.partition),
-                        source: e,
-                    })
-                }
-                Some(Ok(m)) => m,
             };
             quiet_since = Instant::now();
-            let off = m.offset();
-            if off < self.next {
-                continue;
-            }
-            if off >= self.end {
-                self.finish();
-                return Ok(None);
-            }
-            self.read += (off + 1 - self.next) as u64;
-            self.next = off + 1;
-            let (ts, problem) = match m.timestamp().to_millis() {
-                Some(ts) => (ts, None),
-                None => (
-                    self.last_ts,
-                    Some("the record has no timestamp".to_string()),
-                ),
-            };
-            if problem.is_none() {
-                if self.since.is_some_and(|s| ts < s) {
-                    continue;
-                }
-                if self.until.is_some_and(|u| ts > u) {
+            match step {
+                Step::Skip => {}
+                Step::End => {
                     self.finish();
                     return Ok(None);
                 }
-                self.last_ts = ts;
+                Step::Yield(ts, r) => return Ok(Some((ts, r))),
             }
-            let kind = self.kind.or_else(|| {
-                wire::header(m.headers(), wire::KIND_HEADER)
-                    .and_then(|k| InputKind::parse(k).ok())
-                    .filter(|k| *k != InputKind::Tick)
-            });
-            let rec = RangeRecord {
-                topic: self.topic.clone(),
-                partition: self.partition,
-                offset: off,
-                ts,
-                kind,
-                value: m.payload().unwrap_or(&[]).to_vec(),
-                problem,
-            };
-            return Ok(Some((ts, rec)));
         }
     }
 }
@@ -410,6 +476,14 @@ impl KafkaRange {
         consumer
             .assign(&tpl)
             .map_err(LiveError::kafka("assigning the range"))?;
+        let early: Early = Arc::new(Mutex::new(EarlyQueues {
+            lanes: parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| ((p.0.clone(), p.1), i))
+                .collect(),
+            queues: vec![VecDeque::new(); parts.len()],
+        }));
         let mut lanes = Vec::with_capacity(parts.len());
         for ((topic, p, kind, low, high), &start) in parts.into_iter().zip(&starts) {
             tracing::debug!(topic, partition = p, low, high, start, "range partition");
@@ -420,19 +494,25 @@ impl KafkaRange {
             lanes.push(KafkaLane {
                 consumer: consumer.clone(),
                 queue,
-                topic,
-                partition: p,
-                kind,
-                next: start,
-                end: high,
-                since,
-                until,
+                early: early.clone(),
+                index: lanes.len(),
+                cur: Cursor {
+                    topic,
+                    partition: p,
+                    kind,
+                    next: start,
+                    end: high,
+                    since,
+                    until,
+                    read: 0,
+                    last_ts: since.unwrap_or(i64::MIN),
+                },
                 done: false,
                 total,
-                read: 0,
-                last_ts: since.unwrap_or(i64::MIN),
             });
         }
+        // What was fetched before the partition queues were split off.
+        drain_main(&consumer, &early);
         let partitions = lanes.len();
         Ok(KafkaRange {
             merge: Merge::new(lanes),
@@ -473,7 +553,7 @@ impl Source for KafkaRange {
         Position {
             items: self.items,
             last: self.items,
-            done: lanes.iter().map(|l| l.read).sum(),
+            done: lanes.iter().map(|l| l.cur.read).sum(),
             total: Some(lanes.iter().map(|l| l.total).sum()),
         }
     }
