@@ -422,6 +422,11 @@ impl KafkaRange {
         if cc.get("fetch.wait.max.ms").is_none() {
             cc.set("fetch.wait.max.ms", "100");
         }
+        // Each partition has its own queue, and librdkafka's prefetch
+        // limit then holds per partition.
+        if cc.get("queued.max.messages.kbytes").is_none() {
+            cc.set("queued.max.messages.kbytes", "8192");
+        }
         let consumer: Arc<BaseConsumer<Health>> = Arc::new(
             cc.create_with_context(Health::default())
                 .map_err(LiveError::kafka("creating the range reader"))?,
