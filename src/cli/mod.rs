@@ -3,6 +3,7 @@
 pub mod check;
 pub mod demo;
 pub mod live;
+pub mod record;
 pub mod replay;
 
 use clap::{Parser, Subcommand};
@@ -21,8 +22,11 @@ pub enum Command {
     /// with injected faults, the engine, an executor, a live timeline and a
     /// report.
     Demo(demo::Args),
-    /// Drive the decision core from a historical JSON Lines stream.
+    /// Drive the decision core from a historical JSON Lines stream or a
+    /// time range of the input topics.
     Replay(replay::Args),
+    /// Write a time range of the input topics as a replay file.
+    Record(record::Args),
     /// Validate a policy file; lists every problem with its place.
     Check(check::Args),
     /// Run the decision engine against a broker.
@@ -38,7 +42,8 @@ pub enum Command {
     Reject(live::DecideArgs),
     /// Stop (on) or resume (off) automated actions in a scope.
     KillSwitch(live::KillSwitchArgs),
-    /// Follow and verify the audit topic.
+    /// Follow and verify the audit topic; check it against a replay of
+    /// the journals.
     #[command(subcommand)]
     Audit(live::AuditCmd),
     /// Receive alerts from other systems.
@@ -59,6 +64,7 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Replay(a) => replay::run(a),
+        Command::Record(a) => record::run(a),
         Command::Check(a) => check::run(a),
         Command::Demo(a) => demo::run(a),
         Command::DemoService(a) => demo::service(a),

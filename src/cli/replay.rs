@@ -1,4 +1,4 @@
-//! `selfheal replay --policy P --input FILE --out FILE`.
+//! `selfheal replay --policy P (--input FILE | --brokers B) --out FILE`.
 
 use std::fs::File;
 use std::io::{self, BufReader, IsTerminal, Write};
@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use selfheal::live::KafkaArgs;
 use selfheal::replay::{self, JsonLines, Position, ReplayStats, Source};
 use selfheal::{backtest, policy, time::Duration};
+
+use super::record::RangeArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -89,17 +92,51 @@ impl BacktestArgs {
     }
 }
 
-/// Where a replay reads its records.
+/// Where a replay reads its records: a file, or a time range of topics on
+/// a broker.
 #[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["input", "brokers"])))]
 pub struct InputArgs {
     /// Input stream: JSON Lines (`-` for standard input).
     #[arg(long)]
-    pub input: PathBuf,
+    pub input: Option<PathBuf>,
+    /// Read the records from the input topics on these Kafka brokers
+    /// (comma separated) instead of a file, merged by record timestamp.
+    #[arg(long, value_name = "BROKERS")]
+    pub brokers: Option<String>,
+    /// Prefix of the topic names (with --brokers).
+    #[arg(long, env = "SELFHEAL_TOPIC_PREFIX", default_value = "selfheal.")]
+    pub topic_prefix: String,
+    /// A librdkafka setting (repeatable; with --brokers), as for `engine`.
+    #[arg(short = 'X', long = "kafka", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
+    #[command(flatten)]
+    pub range: RangeArgs,
     /// A record at most this much earlier than the event time already
     /// reached is handled at that time, as the live engine does; an
     /// earlier one is a bad line. `0s` refuses every out-of-order record.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub max_lateness: Duration,
+}
+
+impl InputArgs {
+    /// The broker to read from, when the input is a topic range.
+    pub fn kafka(&self) -> Option<KafkaArgs> {
+        self.brokers.as_ref().map(|b| KafkaArgs {
+            brokers: b.clone(),
+            topic_prefix: self.topic_prefix.clone(),
+            settings: self.settings.clone(),
+        })
+    }
+
+    /// The input in words, for messages.
+    pub fn name(&self) -> String {
+        match (&self.input, self.kafka()) {
+            (Some(p), _) => p.display().to_string(),
+            (None, Some(k)) => format!("{} on {}", self.range.describe(&k), k.brokers),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -108,11 +145,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Opens the input named by `a` as a source of records.
 pub fn open_source(a: &InputArgs) -> anyhow::Result<Box<dyn Source>> {
-    if a.input.as_os_str() == "-" {
+    let path = match (&a.input, a.kafka()) {
+        (_, Some(k)) => return Ok(Box::new(a.range.open(&k)?)),
+        (Some(p), None) => p,
+        (None, None) => anyhow::bail!("give --input FILE or --brokers B"),
+    };
+    let r = &a.range;
+    if !r.from_topics.is_empty() || r.since.is_some() || r.until.is_some() {
+        anyhow::bail!("--from-topics, --since and --until select Kafka records: give them with --brokers, not --input");
+    }
+    if path.as_os_str() == "-" {
         return Ok(Box::new(JsonLines::new(io::stdin().lock(), None)));
     }
-    let f =
-        File::open(&a.input).with_context(|| format!("cannot open input {}", a.input.display()))?;
+    let f = File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
     let len = f.metadata().ok().map(|m| m.len());
     Ok(Box::new(JsonLines::new(
         BufReader::with_capacity(1 << 20, f),
@@ -124,20 +169,17 @@ pub fn open_source(a: &InputArgs) -> anyhow::Result<Box<dyn Source>> {
 /// first pass over it; `None` for standard input, which cannot be read
 /// twice.
 fn recorded(a: &InputArgs) -> anyhow::Result<Option<backtest::Recorded>> {
-    if a.input.as_os_str() == "-" {
-        return Ok(None);
-    }
-    let ext = a.input.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let ids = if ext == "jsonl" || ext == "json" || ext == "ndjson" {
-        let f = File::open(&a.input)
-            .with_context(|| format!("cannot open input {}", a.input.display()))?;
-        backtest::recorded_jsonl(BufReader::with_capacity(1 << 20, f))
-    } else {
-        backtest::recorded(&mut open_source(a)?)
+    let ids = match &a.input {
+        Some(p) if p.as_os_str() == "-" => return Ok(None),
+        Some(p) if p.extension().is_some_and(|e| e == "jsonl" || e == "ndjson") => {
+            let f = File::open(p).with_context(|| format!("cannot open input {}", p.display()))?;
+            backtest::recorded_jsonl(BufReader::with_capacity(1 << 20, f))
+        }
+        _ => backtest::recorded(&mut open_source(a)?),
     };
-    Ok(Some(ids.with_context(|| {
-        format!("cannot read {}", a.input.display())
-    })?))
+    Ok(Some(
+        ids.with_context(|| format!("cannot read {}", a.name()))?,
+    ))
 }
 
 /// Creates the output file, `-` for standard output.
@@ -165,7 +207,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let out = create_output(a.out.as_deref().unwrap_or(Path::new("-")))?;
     let started = Instant::now();
     let meter = std::cell::RefCell::new(Progress::new(a.quiet));
-    let name = a.input.input.display().to_string();
+    let name = a.input.name();
     let stats = replay::replay(
         Arc::new(policy),
         &mut source,
@@ -221,7 +263,7 @@ fn run_backtest(a: Args, policy: policy::Policy) -> anyhow::Result<i32> {
     let mut out = a.out.as_deref().map(create_output).transpose()?;
     let started = Instant::now();
     let meter = std::cell::RefCell::new(Progress::new(a.quiet));
-    let name = a.input.input.display().to_string();
+    let name = a.input.name();
     let report = backtest::run(
         Arc::new(policy),
         other,

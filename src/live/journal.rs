@@ -24,11 +24,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::records::avro::{decode_value, detect_framing, Framing};
+use crate::records::avro::decode_value;
 use crate::records::{DecodeError, Input, Record};
 use crate::time::Timestamp;
 
-use super::wire::{input_json, INPUT_KINDS};
+use super::wire::{self, INPUT_KINDS};
 use super::{Health, KafkaArgs, LiveError};
 
 const MAGIC: &[u8; 4] = b"SHJ1";
@@ -269,34 +269,16 @@ pub fn read(
 /// core saw it: JSON values verbatim, Avro values in their JSON form.
 /// `None` for dead-lettered records.
 pub fn replay_line(e: &Entry) -> Option<String> {
-    let (ts, kind, data) = match e {
-        Entry::Dropped { .. } => return None,
-        Entry::Tick { ts } => (*ts, "tick", "{}".to_string()),
+    match e {
+        Entry::Dropped { .. } => None,
+        Entry::Tick { ts } => Some(format!(
+            r#"{{"ts":"{}","kind":"tick","data":{{}}}}"#,
+            Timestamp(*ts)
+        )),
         Entry::Record {
             topic, ts, value, ..
-        } => {
-            let kind = *INPUT_KINDS.get(*topic as usize)?;
-            let data = match detect_framing(value) {
-                Ok((Framing::Json, text)) => {
-                    let text = String::from_utf8_lossy(text);
-                    if text.contains(['\n', '\r']) {
-                        // One line per record: compact a multi-line value.
-                        serde_json::from_str::<serde_json::Value>(&text)
-                            .ok()?
-                            .to_string()
-                    } else {
-                        text.trim().to_string()
-                    }
-                }
-                _ => input_json(&decode_value(kind, value).ok()?)?.to_string(),
-            };
-            (*ts, kind.as_str(), data)
-        }
-    };
-    Some(format!(
-        r#"{{"ts":"{}","kind":"{kind}","data":{data}}}"#,
-        Timestamp(ts)
-    ))
+        } => wire::replay_line(Timestamp(*ts), *INPUT_KINDS.get(*topic as usize)?, value),
+    }
 }
 
 fn zigzag(v: i64) -> u64 {

@@ -6,14 +6,18 @@
 //! * [`journal`] — the per-partition journal from which a core's state is
 //!   rebuilt after a restart or a rebalance.
 //! * [`executor`] — `selfheal executor`: runs commands at most once per id.
+//! * [`range`] — a time range of topics as a replay source.
 //! * [`tools`] — operator tools: publish alerts, approve, kill switch,
 //!   audit tail, the Alertmanager bridge.
+//! * [`verify`] — replaying the journals to check the audit topic.
 //! * [`wire`] — how records are framed on topics.
 
 pub mod engine;
 pub mod executor;
 pub mod journal;
+pub mod range;
 pub mod tools;
+pub mod verify;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

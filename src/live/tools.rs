@@ -244,13 +244,43 @@ pub fn scan_topic_from(
     topic: &str,
     follow: bool,
     stop: Option<&std::sync::atomic::AtomicBool>,
+    f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> bool,
+) -> Result<(), LiveError> {
+    scan(args, topic, follow, stop, true, f)
+}
+
+/// Reads every partition of a topic from the beginning to its current
+/// end, as [`scan_topic_from`]; `committed` reads only committed
+/// transactions, otherwise everything written.
+pub fn scan_topic_with(
+    args: &KafkaArgs,
+    topic: &str,
+    committed: bool,
+    f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> bool,
+) -> Result<(), LiveError> {
+    scan(args, topic, false, None, committed, f)
+}
+
+fn scan(
+    args: &KafkaArgs,
+    topic: &str,
+    follow: bool,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+    committed: bool,
     mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> bool,
 ) -> Result<(), LiveError> {
     let mut cc = args.client_config()?;
     cc.set("group.id", "selfheal-tools")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
+        .set(
+            "isolation.level",
+            if committed {
+                "read_committed"
+            } else {
+                "read_uncommitted"
+            },
+        );
     let c: BaseConsumer<super::Health> = cc
         .create_with_context(super::Health::default())
         .map_err(LiveError::kafka("creating a reader"))?;

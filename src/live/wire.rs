@@ -12,6 +12,7 @@ use crate::records::avro::{self, detect_framing, Framing, RecordType};
 use crate::records::{
     ActionResult, Approval, Control, DecodeError, Input, InputKind, Output, Verdict,
 };
+use crate::time::Timestamp;
 
 /// Header naming the record kind (`command`, `audit`, `result`, …).
 pub const KIND_HEADER: &str = "selfheal-kind";
@@ -135,6 +136,30 @@ pub fn input_json(input: &Input) -> Option<serde_json::Value> {
         }
         Input::Alerts(_) | Input::Tick => return None,
     })
+}
+
+/// An input record's value as a replay line (`{"ts","kind","data"}`):
+/// JSON values verbatim (compacted to one line), Avro values in their JSON
+/// form. `None` when the value does not decode as `kind`.
+pub fn replay_line(ts: Timestamp, kind: InputKind, value: &[u8]) -> Option<String> {
+    let data = match detect_framing(value) {
+        Ok((Framing::Json, text)) => {
+            let text = std::str::from_utf8(text).ok()?;
+            if text.contains(['\n', '\r']) {
+                // One line per record: compact a multi-line value.
+                serde_json::from_str::<serde_json::Value>(text)
+                    .ok()?
+                    .to_string()
+            } else {
+                text.trim().to_string()
+            }
+        }
+        _ => input_json(&avro::decode_value(kind, value).ok()?)?.to_string(),
+    };
+    Some(format!(
+        r#"{{"ts":"{ts}","kind":"{}","data":{data}}}"#,
+        kind.as_str()
+    ))
 }
 
 /// Headers carrying the record kind.
