@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::labels::Labels;
+use super::labels::{Labels, LabelsRef};
 use super::value::{Fixed, ValueError};
 use crate::time::{TimeError, Timestamp};
 
@@ -104,6 +104,39 @@ pub struct MetricSample {
     pub value: Fixed,
     /// The sample's own timestamp; the envelope's `ts` is what the core uses.
     pub timestamp: Option<Timestamp>,
+}
+
+impl MetricSample {
+    /// A borrowed view of this sample.
+    pub fn as_ref(&self) -> MetricRef<'_> {
+        MetricRef {
+            name: &self.name,
+            labels: self.labels.as_ref(),
+            value: self.value,
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// A metric sample borrowed from a decoder's buffers: what the core needs
+/// of a sample, without owning its strings.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricRef<'a> {
+    pub name: &'a str,
+    pub labels: LabelsRef<'a>,
+    pub value: Fixed,
+    pub timestamp: Option<Timestamp>,
+}
+
+impl MetricRef<'_> {
+    pub fn to_sample(&self) -> MetricSample {
+        MetricSample {
+            name: self.name.to_owned(),
+            labels: self.labels.to_labels(),
+            value: self.value,
+            timestamp: self.timestamp,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
