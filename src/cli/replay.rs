@@ -51,7 +51,7 @@ pub fn open_source(a: &InputArgs) -> anyhow::Result<Box<dyn Source>> {
         File::open(&a.input).with_context(|| format!("cannot open input {}", a.input.display()))?;
     let len = f.metadata().ok().map(|m| m.len());
     Ok(Box::new(JsonLines::new(
-        BufReader::with_capacity(1 << 20, f),
+        BufReader::with_capacity(1 << 17, f),
         len,
     )))
 }

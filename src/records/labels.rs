@@ -202,10 +202,15 @@ impl LabelBuf {
     /// Sorts the pairs by name and returns the set.
     pub fn finish(&mut self) -> LabelsRef<'_> {
         let pairs = &mut self.pairs[..self.len];
-        // Label sets are small: an insertion sort of swapped pointers.
+        // Label sets are small: an insertion sort of swapped pointers,
+        // comparing first bytes before whole names.
+        let after = |a: &str, b: &str| match (a.as_bytes().first(), b.as_bytes().first()) {
+            (Some(x), Some(y)) if x != y => x > y,
+            _ => a > b,
+        };
         for i in 1..pairs.len() {
             let mut j = i;
-            while j > 0 && pairs[j - 1].0 > pairs[j].0 {
+            while j > 0 && after(&pairs[j - 1].0, &pairs[j].0) {
                 pairs.swap(j - 1, j);
                 j -= 1;
             }
@@ -255,7 +260,15 @@ mod tests {
         let mut buf = LabelBuf::new();
         for round in 0..3 {
             buf.clear();
-            let input = [("zone", "eu"), ("b", "2"), ("a", "1"), ("b", "3")];
+            let input = [
+                ("zone", "eu"),
+                ("b", "2"),
+                ("ab", "0"),
+                ("a", "1"),
+                ("", "e"),
+                ("aa", "0"),
+                ("b", "3"),
+            ];
             for (k, v) in &input[round..] {
                 buf.push(k, v);
             }

@@ -304,6 +304,7 @@ impl<'a> Scan<'a> {
     }
 
     /// A string without escapes or control characters.
+    #[inline]
     fn string(&mut self) -> Option<&'a str> {
         self.byte(b'"')?;
         let start = self.i;
