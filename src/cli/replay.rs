@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use selfheal::replay::{self, JsonLines, Position, ReplayStats, Source};
+use selfheal::replay::{self, AvroFile, JsonLines, Position, ReplayStats, Source};
 use selfheal::{policy, time::Duration};
 
 #[derive(Debug, clap::Args)]
@@ -28,7 +28,8 @@ pub struct Args {
 /// Where a replay reads its records.
 #[derive(Debug, Clone, clap::Args)]
 pub struct InputArgs {
-    /// Input stream: JSON Lines (`-` for standard input).
+    /// Input stream: JSON Lines (`-` for standard input), or an Avro
+    /// object container file of replay records when the name ends in `.avro`.
     #[arg(long)]
     pub input: PathBuf,
     /// A record at most this much earlier than the event time already
@@ -50,6 +51,11 @@ pub fn open_source(a: &InputArgs) -> anyhow::Result<Box<dyn Source>> {
     let f =
         File::open(&a.input).with_context(|| format!("cannot open input {}", a.input.display()))?;
     let len = f.metadata().ok().map(|m| m.len());
+    if a.input.extension().is_some_and(|e| e == "avro") {
+        let src = AvroFile::new(f, len)
+            .with_context(|| format!("cannot read Avro input {}", a.input.display()))?;
+        return Ok(Box::new(src));
+    }
     Ok(Box::new(JsonLines::new(
         BufReader::with_capacity(1 << 17, f),
         len,

@@ -13,7 +13,7 @@
 use super::input::{DecodeError, MetricRef, Record};
 use super::labels::LabelBuf;
 use super::value::{Fixed, MAX_UNITS};
-use crate::time::Timestamp;
+use crate::time::{TimeCache, Timestamp};
 
 /// Deepest nesting of an ignored value the scanner skips itself.
 const MAX_DEPTH: usize = 64;
@@ -31,9 +31,7 @@ pub enum Decoded<'a> {
 #[derive(Debug, Default)]
 pub struct LineDecoder {
     labels: LabelBuf,
-    /// The last timestamp text parsed, and its value.
-    last_time: String,
-    last_value: Option<Timestamp>,
+    times: TimeCache,
 }
 
 impl LineDecoder {
@@ -58,14 +56,7 @@ impl LineDecoder {
     }
 
     fn time(&mut self, text: &str) -> Option<Timestamp> {
-        if let Some(v) = self.last_value.filter(|_| self.last_time == text) {
-            return Some(v);
-        }
-        let v = Timestamp::parse(text).ok()?;
-        self.last_time.clear();
-        self.last_time.push_str(text);
-        self.last_value = Some(v);
-        Some(v)
+        self.times.parse(text).ok()
     }
 
     /// The envelope and metric fields of a well-formed metric line, its

@@ -9,6 +9,7 @@
 //! reached. Outputs are written as JSON Lines in the same envelope, in
 //! decision order.
 
+pub mod avro;
 pub mod source;
 
 use std::io::{self, Write};
@@ -19,6 +20,7 @@ use crate::policy::Policy;
 use crate::records::{Emitted, MetricRef, Record};
 use crate::time::Timestamp;
 
+pub use avro::{AvroFile, AvroFileError, AvroWriter};
 pub use source::{BadLine, Item, ItemRef, JsonLines, Position, Records, Source};
 
 /// Totals of one replay.

@@ -214,6 +214,31 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A `map<string>`, handing each pair to `f` in wire order.
+    pub fn map_str_each(&mut self, mut f: impl FnMut(&'a str, &'a str)) -> Result<()> {
+        loop {
+            let n = self.block()?;
+            if n == 0 {
+                return Ok(());
+            }
+            for _ in 0..n {
+                let k = self.str()?;
+                let v = self.str()?;
+                f(k, v);
+            }
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Whether every byte has been read.
+    pub fn at_end(&self) -> bool {
+        self.remaining() == 0
+    }
+
     pub fn array<T>(&mut self, mut item: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
         let mut out = Vec::new();
         loop {
@@ -253,6 +278,16 @@ pub(super) struct Writer {
 impl Writer {
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Forgets what was written, keeping the storage.
+    pub fn clear(&mut self) {
+        self.buf.clear();
     }
 
     pub fn long(&mut self, v: i64) {
