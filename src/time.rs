@@ -361,6 +361,28 @@ mod tests {
     }
 
     #[test]
+    fn millis_outside_the_accepted_years_are_refused() {
+        assert_eq!(Timestamp::from_millis(0), Ok(Timestamp(0)));
+        assert_eq!(Timestamp::from_millis(MAX_MS), Ok(Timestamp(MAX_MS)));
+        assert!(Timestamp::from_millis(-1).is_err());
+        assert!(Timestamp::from_millis(MAX_MS + 1).is_err());
+    }
+
+    #[test]
+    fn time_cache_parses_as_timestamp_parse() {
+        let mut c = TimeCache::new();
+        for text in [
+            "2026-03-01T10:00:00Z",
+            "2026-03-01T10:00:00Z",
+            "soon",
+            "2026-03-01T10:00:00Z",
+            "2026-03-01T10:00:01Z",
+        ] {
+            assert_eq!(c.parse(text), Timestamp::parse(text), "{text}");
+        }
+    }
+
+    #[test]
     fn round_trips_across_centuries() {
         for days in [-1, 0, 59, 365 * 30 + 7, 11_000, 20_000, 2_932_896] {
             let t = Timestamp(days * DAY + 12 * HOUR + 5);

@@ -241,6 +241,11 @@ fn a_broken_record_loses_the_rest_of_its_block_only() {
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert_eq!(bad[0].line, 1);
     assert!(bad[0].reason.contains("enum index"), "{}", bad[0].reason);
+    let skipped = format!(
+        "the {} records after it in its block are skipped",
+        count - 1
+    );
+    assert!(bad[0].reason.contains(&skipped), "{}", bad[0].reason);
     assert_eq!(good, recs[count as usize..]);
     assert_eq!(src.position().last, recs.len());
 }

@@ -16,7 +16,7 @@
 //! it is reported as bad, the rest of the block is skipped, and reading
 //! goes on at the next block.
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 
 use apache_avro::Schema;
 
@@ -51,7 +51,7 @@ impl From<AvroFileError> for io::Error {
 }
 
 /// Reads a zig-zag varint from a stream; `None` at a clean end of input.
-fn read_long(r: &mut impl BufRead) -> io::Result<Option<i64>> {
+fn read_long(r: &mut impl Read) -> io::Result<Option<i64>> {
     let mut acc: u64 = 0;
     let mut shift = 0u32;
     loop {
@@ -80,7 +80,7 @@ fn read_long(r: &mut impl BufRead) -> io::Result<Option<i64>> {
     }
 }
 
-fn need_long(r: &mut impl BufRead, what: &str) -> Result<i64, AvroFileError> {
+fn need_long(r: &mut impl Read, what: &str) -> Result<i64, AvroFileError> {
     read_long(r)?.ok_or_else(|| AvroFileError::Header(format!("input ends before the {what}")))
 }
 
@@ -107,17 +107,11 @@ impl<R: Read> Read for Recording<'_, R> {
     }
 }
 
-/// Most bytes accepted for one metadata value or one block.
-const MAX_CHUNK: i64 = 1 << 30;
-
 fn read_header<R: Read>(input: &mut R) -> Result<Header, AvroFileError> {
-    let mut rec = BufReader::with_capacity(
-        1,
-        Recording {
-            inner: input,
-            seen: Vec::new(),
-        },
-    );
+    let mut rec = Recording {
+        inner: input,
+        seen: Vec::new(),
+    };
     let mut magic = [0u8; 4];
     rec.read_exact(&mut magic)
         .map_err(|_| AvroFileError::NotContainer)?;
@@ -152,22 +146,22 @@ fn read_header<R: Read>(input: &mut R) -> Result<Header, AvroFileError> {
         .map_err(|_| AvroFileError::Header("input ends before the sync marker".into()))?;
     let schema = schema.ok_or_else(|| AvroFileError::Header("no avro.schema".into()))?;
     Ok(Header {
-        raw: rec.into_inner().seen,
+        raw: rec.seen,
         schema,
         codec,
         sync,
     })
 }
 
-fn read_bytes(r: &mut impl BufRead) -> Result<Vec<u8>, AvroFileError> {
+fn read_bytes(r: &mut impl Read) -> Result<Vec<u8>, AvroFileError> {
     let len = need_long(r, "metadata")?;
-    if !(0..=MAX_CHUNK).contains(&len) {
-        return Err(AvroFileError::Header(format!("metadata length {len}")));
+    let mut v = Vec::new();
+    match u64::try_from(len) {
+        Ok(len) if r.take(len).read_to_end(&mut v)? as u64 == len => Ok(v),
+        _ => Err(AvroFileError::Header(format!(
+            "metadata value of {len} bytes does not fit the input"
+        ))),
     }
-    let mut v = vec![0u8; len as usize];
-    r.read_exact(&mut v)
-        .map_err(|_| AvroFileError::Header("input ends inside the metadata".into()))?;
-    Ok(v)
 }
 
 /// How the records of a file are decoded, chosen once from its header.
@@ -203,7 +197,8 @@ pub struct AvroFile<R> {
 impl<R: Read + 'static> AvroFile<R> {
     /// Reads the header. `total` is the input's size in bytes when known
     /// (for progress).
-    pub fn new(mut input: R, total: Option<u64>) -> Result<AvroFile<R>, AvroFileError> {
+    pub fn new(input: R, total: Option<u64>) -> Result<AvroFile<R>, AvroFileError> {
+        let mut input = BufReader::with_capacity(1 << 17, input);
         let header = read_header(&mut input)?;
         let ours = envelope::schema();
         let direct = matches!(header.codec.as_deref(), None | Some(b"null"))
@@ -213,7 +208,7 @@ impl<R: Read + 'static> AvroFile<R> {
                 .is_some_and(|w| w.canonical_form() == ours.canonical_form());
         let decoding = if direct {
             Decoding::Direct {
-                input: BufReader::with_capacity(1 << 17, input),
+                input,
                 sync: header.sync,
                 block: Vec::new(),
                 at: 0,
@@ -228,6 +223,8 @@ impl<R: Read + 'static> AvroFile<R> {
                 datum: Vec::new(),
             }
         };
+        // Progress of a resolved file counts records, so its size says nothing.
+        let total = total.filter(|_| direct);
         Ok(AvroFile {
             decoding,
             labels: LabelBuf::new(),
@@ -254,12 +251,14 @@ fn next_block<R: Read>(
         return Ok(None);
     };
     let size = read_long(input)?.ok_or_else(|| bad("input ends inside a block header".into()))?;
-    if count < 0 || !(0..=MAX_CHUNK).contains(&size) {
+    if count < 0 || size < 0 {
         return Err(bad(format!("block of {count} records in {size} bytes")));
     }
     block.clear();
-    block.resize(size as usize, 0);
-    input.read_exact(block)?;
+    // Grows with the bytes actually read, not with the size claimed.
+    if input.by_ref().take(size as u64).read_to_end(block)? as i64 != size {
+        return Err(bad(format!("input ends inside a block of {size} bytes")));
+    }
     let mut marker = [0u8; 16];
     input.read_exact(&mut marker)?;
     if &marker != sync {

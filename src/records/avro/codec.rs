@@ -220,7 +220,7 @@ pub(super) fn write_metric(m: &MetricSample) -> Vec<u8> {
 /// Appends a metric datum to `w`.
 pub(super) fn metric_to(w: &mut Writer, m: MetricRef<'_>) {
     match m.timestamp {
-        Some(t) => w.display(&t),
+        Some(t) => w.time(t),
         None => w.str(""),
     }
     w.display(&m.value);

@@ -273,6 +273,9 @@ pub(super) struct Writer {
     /// Reused for formatting timestamps and scopes before their length
     /// is known.
     scratch: String,
+    /// The last timestamp written and its text: consecutive records
+    /// usually carry the same one.
+    last_time: Option<(crate::time::Timestamp, String)>,
 }
 
 impl Writer {
@@ -324,6 +327,19 @@ impl Writer {
         let _ = write!(s, "{v}");
         self.str(&s);
         self.scratch = s;
+    }
+
+    /// A timestamp as RFC 3339 text.
+    pub fn time(&mut self, t: crate::time::Timestamp) {
+        let mut last = self.last_time.take().unwrap_or_default();
+        if last.0 != t || last.1.is_empty() {
+            last.1.clear();
+            // Writing into a String cannot fail.
+            let _ = write!(last.1, "{t}");
+            last.0 = t;
+        }
+        self.str(&last.1);
+        self.last_time = Some(last);
     }
 
     pub fn symbol(&mut self, index: usize) {
