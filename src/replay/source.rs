@@ -8,7 +8,7 @@
 use std::io::{self, BufRead};
 
 use crate::records::line::{Decoded, LineDecoder};
-use crate::records::{MetricRef, Record};
+use crate::records::{Input, MetricRef, Record};
 use crate::time::Timestamp;
 
 /// One item of a source: a record, or a bad item to report and skip.
@@ -34,7 +34,7 @@ impl ItemRef<'_> {
             ItemRef::Item(i) => i,
             ItemRef::Metric(ts, m) => Item::Record(Record {
                 ts,
-                input: crate::records::Input::Metric(m.to_sample()),
+                input: Input::Metric(m.to_sample()),
             }),
         }
     }
@@ -116,9 +116,7 @@ impl<R: BufRead> JsonLines<R> {
             },
         }
     }
-}
 
-impl<R: BufRead> JsonLines<R> {
     /// Reads up to the next non-blank line into `self.line`; its trimmed
     /// range, or `None` at the end.
     fn read(&mut self) -> io::Result<Option<(usize, usize)>> {
