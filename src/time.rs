@@ -23,6 +23,8 @@ pub enum TimeError {
     Timestamp(String),
     #[error("not a duration (expected <integer><unit> with unit ms, s, m, h, d or w): {0:?}")]
     Duration(String),
+    #[error("{0} ms since the epoch is outside the years 1970 to 9999")]
+    OutOfRange(i64),
 }
 
 pub const SECOND: i64 = 1_000;
@@ -42,6 +44,16 @@ impl Timestamp {
     /// [`Timestamp::is_zero_time`] first.
     pub fn parse(s: &str) -> Result<Timestamp, TimeError> {
         parse_rfc3339(s.as_bytes()).ok_or_else(|| TimeError::Timestamp(s.to_string()))
+    }
+
+    /// An instant from milliseconds since the epoch, refused outside the
+    /// years 1970 to 9999 as parsed timestamps are.
+    pub fn from_millis(ms: i64) -> Result<Timestamp, TimeError> {
+        if (MIN_MS..=MAX_MS).contains(&ms) {
+            Ok(Timestamp(ms))
+        } else {
+            Err(TimeError::OutOfRange(ms))
+        }
     }
 
     /// Alertmanager writes `0001-01-01T00:00:00Z` for "no end time".
@@ -64,6 +76,32 @@ impl Timestamp {
     /// The latest multiple of `step` at or before this instant.
     pub fn floor(self, step: i64) -> Timestamp {
         Timestamp(self.0.div_euclid(step) * step)
+    }
+}
+
+/// Remembers the last timestamp text parsed: consecutive records of a
+/// replay stream usually carry the same one.
+#[derive(Debug, Default, Clone)]
+pub struct TimeCache {
+    text: String,
+    value: Option<Timestamp>,
+}
+
+impl TimeCache {
+    pub fn new() -> TimeCache {
+        TimeCache::default()
+    }
+
+    /// [`Timestamp::parse`], from the cache when `text` is the last text.
+    pub fn parse(&mut self, text: &str) -> Result<Timestamp, TimeError> {
+        if let Some(v) = self.value.filter(|_| self.text == text) {
+            return Ok(v);
+        }
+        let v = Timestamp::parse(text)?;
+        self.text.clear();
+        self.text.push_str(text);
+        self.value = Some(v);
+        Ok(v)
     }
 }
 
@@ -319,6 +357,28 @@ mod tests {
             "0001-01-01T00:00:00Z",
         ] {
             assert!(Timestamp::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn millis_outside_the_accepted_years_are_refused() {
+        assert_eq!(Timestamp::from_millis(0), Ok(Timestamp(0)));
+        assert_eq!(Timestamp::from_millis(MAX_MS), Ok(Timestamp(MAX_MS)));
+        assert!(Timestamp::from_millis(-1).is_err());
+        assert!(Timestamp::from_millis(MAX_MS + 1).is_err());
+    }
+
+    #[test]
+    fn time_cache_parses_as_timestamp_parse() {
+        let mut c = TimeCache::new();
+        for text in [
+            "2026-03-01T10:00:00Z",
+            "2026-03-01T10:00:00Z",
+            "soon",
+            "2026-03-01T10:00:00Z",
+            "2026-03-01T10:00:01Z",
+        ] {
+            assert_eq!(c.parse(text), Timestamp::parse(text), "{text}");
         }
     }
 

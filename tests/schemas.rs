@@ -159,9 +159,14 @@ fn library_encode(t: RecordType, v: Avro) -> Vec<u8> {
 // ---------------------------------------------------------------------------
 // Schema files.
 
+/// The replay envelope of Avro replay files: a container-file record, not
+/// a Kafka record type.
+const REPLAY_RECORD: &str = "replay_record";
+
 #[test]
 fn every_schema_file_parses_and_matches_a_record_type() {
-    let files = schema_files();
+    let mut files = schema_files();
+    assert!(files.remove(REPLAY_RECORD).is_some());
     let names: BTreeSet<&str> = files.keys().map(String::as_str).collect();
     let types: BTreeSet<&str> = RecordType::ALL.iter().map(|t| t.name()).collect();
     assert_eq!(names, types, "schemas/*.avsc vs RecordType");
@@ -189,7 +194,9 @@ fn check_schema_json(j: &Json, path: &str, problems: &mut Vec<String>) {
                     if f.get("doc").is_none() {
                         problems.push(format!("{p}: field without doc"));
                     }
-                    if let Some(Json::Array(branches)) = f.get("type") {
+                    if p == "replay_record.data" {
+                        // The one required union: checked on its own below.
+                    } else if let Some(Json::Array(branches)) = f.get("type") {
                         if branches.first() != Some(&Json::from("null")) || branches.len() != 2 {
                             problems.push(format!("{p}: union is not [\"null\", T]"));
                         }
@@ -224,6 +231,73 @@ fn schemas_are_documented_and_namespaced() {
         check_schema_json(&j, &name, &mut problems);
     }
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn replay_record_embeds_the_input_schemas() {
+    use apache_avro::schema::UnionSchema;
+    use selfheal::records::avro::envelope;
+
+    let text = &schema_files()[REPLAY_RECORD];
+    let parsed = Schema::parse_str(text).expect("replay_record.avsc parses");
+    assert_eq!(&parsed, envelope::schema(), "the embedded copy is the file");
+    let Schema::Record(r) = &parsed else {
+        panic!("not a record")
+    };
+    let fields: Vec<&str> = r.fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(fields, ["ts", "kind", "data"]);
+    assert_eq!(r.fields[0].schema, Schema::TimestampMillis);
+    let Schema::Enum(kinds) = &r.fields[1].schema else {
+        panic!("kind is not an enum")
+    };
+    let all = [
+        InputKind::Metric,
+        InputKind::Alert,
+        InputKind::Change,
+        InputKind::Result,
+        InputKind::Approval,
+        InputKind::Control,
+        InputKind::Tick,
+    ];
+    let names: Vec<&str> = all.iter().map(|k| k.as_str()).collect();
+    assert_eq!(kinds.symbols, names);
+    let Schema::Union(u): &Schema = &r.fields[2].schema else {
+        panic!("data is not a union")
+    };
+    let u: &UnionSchema = u;
+    let branches = u.variants();
+    assert_eq!(branches[0], Schema::Null);
+    let inputs = [
+        RecordType::MetricSample,
+        RecordType::Alert,
+        RecordType::Change,
+        RecordType::ActionResult,
+        RecordType::Approval,
+        RecordType::Control,
+    ];
+    // Each input schema, as in its own file; an array of alerts after Alert.
+    let mut expected = vec![Schema::Null];
+    for t in inputs {
+        expected.push(avro::schema(t).clone());
+        if t == RecordType::Alert {
+            let Schema::Array(a) = &branches[3] else {
+                panic!("branch 3 is not an array")
+            };
+            assert!(
+                matches!(&*a.items, Schema::Ref { name } if name.name == "Alert"),
+                "{:?}",
+                a.items
+            );
+            expected.push(branches[3].clone());
+        }
+    }
+    assert_eq!(branches, expected.as_slice());
+    // Required, documented, in our namespace.
+    assert!(r
+        .fields
+        .iter()
+        .all(|f| f.default.is_none() && f.doc.is_some()));
+    assert_eq!(r.name.namespace.as_deref(), Some("io.selfheal"));
 }
 
 #[test]

@@ -27,10 +27,10 @@ use std::sync::Arc;
 use crate::engine::Engine;
 use crate::policy::Policy;
 use crate::records::{
-    ActionResult, Alert, AlertStatus, Approval, Emitted, Input, Labels, Record, ResultStatus,
-    Verdict,
+    ActionResult, Alert, AlertStatus, Approval, Emitted, Input, Labels, MetricRef, Record,
+    ResultStatus, Verdict,
 };
-use crate::replay::{BadLine, Driver, Item, Position, ReplayStats, Source};
+use crate::replay::{BadLine, Driver, Item, ItemRef, Position, ReplayStats, Source};
 use crate::time::{Duration, Timestamp};
 
 pub use report::{summary, Report};
@@ -132,18 +132,34 @@ impl Backtest {
     /// Feeds one recorded record, after every injected record due before
     /// it. The engine's outputs, injected ones included, are appended to
     /// `out`. An error is a record the engine refused (too late).
-    pub fn feed(&mut self, rec: Record, out: &mut Vec<Emitted>) -> Result<(), String> {
+    /// `Ok(true)` when the record was late and handled at the event time
+    /// already reached.
+    pub fn feed(&mut self, rec: Record, out: &mut Vec<Emitted>) -> Result<bool, String> {
         self.inject_until(rec.ts, out);
         let ts = rec.ts.max(self.driver.engine.now().unwrap_or(rec.ts));
         let Some(rec) = self.observe(rec) else {
             // Held back entirely; time still moves on.
             self.driver.advance(ts, &mut self.buf)?;
             self.after(out);
-            return Ok(());
+            return Ok(false);
         };
         let late = self.driver.feed(rec, &mut self.buf);
         self.after(out);
-        late.map(|_| ())
+        late
+    }
+
+    /// [`Backtest::feed`] for a metric sample stamped `ts`, which may
+    /// borrow a source's buffers.
+    pub fn feed_metric(
+        &mut self,
+        ts: Timestamp,
+        m: MetricRef<'_>,
+        out: &mut Vec<Emitted>,
+    ) -> Result<bool, String> {
+        self.inject_until(ts, out);
+        let late = self.driver.feed_metric(ts, m, &mut self.buf);
+        self.after(out);
+        late
     }
 
     /// Ends the stream: the report of everything seen. Injections due after
@@ -358,33 +374,44 @@ pub fn run<S: Source + ?Sized>(
     let mut stats = ReplayStats::default();
     let mut emitted = Vec::new();
     let mut first = None;
-    while let Some(item) = source.next_item()? {
+    let mut scratch = Vec::new();
+    while let Some(item) = source.next_ref()? {
         stats.lines += 1;
-        let bad = match item {
-            Item::Record(rec) => {
-                first.get_or_insert(rec.ts);
-                let late = a.driver.engine.now().is_some_and(|n| rec.ts < n);
+        let fed = match item {
+            ItemRef::Metric(ts, m) => {
+                first.get_or_insert(ts);
                 if let Some(b) = &mut b {
-                    let mut sink = Vec::new();
-                    let _ = b.feed(rec.clone(), &mut sink);
+                    let _ = b.feed_metric(ts, m, &mut scratch);
+                    scratch.clear();
                 }
-                match a.feed(rec, &mut emitted) {
-                    Ok(()) => {
-                        stats.records += 1;
-                        stats.late += usize::from(late);
-                        None
-                    }
-                    Err(reason) => Some(BadLine {
-                        line: source.position().last,
-                        reason,
-                    }),
-                }
+                a.feed_metric(ts, m, &mut emitted)
             }
-            Item::Bad(x) => Some(x),
+            ItemRef::Item(Item::Record(rec)) => {
+                first.get_or_insert(rec.ts);
+                if let Some(b) = &mut b {
+                    let _ = b.feed(rec.clone(), &mut scratch);
+                    scratch.clear();
+                }
+                a.feed(rec, &mut emitted)
+            }
+            ItemRef::Item(Item::Bad(x)) => {
+                stats.bad += 1;
+                on_bad(x);
+                continue;
+            }
         };
-        if let Some(x) = bad {
-            stats.bad += 1;
-            on_bad(x);
+        match fed {
+            Ok(late) => {
+                stats.records += 1;
+                stats.late += usize::from(late);
+            }
+            Err(reason) => {
+                stats.bad += 1;
+                on_bad(BadLine {
+                    line: source.position().last,
+                    reason,
+                });
+            }
         }
         if let Some(w) = out.as_mut() {
             for e in &emitted {

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use selfheal::live::KafkaArgs;
-use selfheal::replay::{self, JsonLines, Position, ReplayStats, Source};
+use selfheal::replay::{self, AvroFile, JsonLines, Position, ReplayStats, Source};
 use selfheal::{backtest, policy, time::Duration};
 
 use super::record::RangeArgs;
@@ -97,7 +97,8 @@ impl BacktestArgs {
 #[derive(Debug, Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["input", "brokers"])))]
 pub struct InputArgs {
-    /// Input stream: JSON Lines (`-` for standard input).
+    /// Input stream: JSON Lines (`-` for standard input), or an Avro
+    /// object container file of replay records when the name ends in `.avro`.
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// Read the records from the input topics on these Kafka brokers
@@ -159,8 +160,13 @@ pub fn open_source(a: &InputArgs) -> anyhow::Result<Box<dyn Source>> {
     }
     let f = File::open(path).with_context(|| format!("cannot open input {}", path.display()))?;
     let len = f.metadata().ok().map(|m| m.len());
+    if path.extension().is_some_and(|e| e == "avro") {
+        let src = AvroFile::new(f, len)
+            .with_context(|| format!("cannot read Avro input {}", path.display()))?;
+        return Ok(Box::new(src));
+    }
     Ok(Box::new(JsonLines::new(
-        BufReader::with_capacity(1 << 20, f),
+        BufReader::with_capacity(1 << 17, f),
         len,
     )))
 }

@@ -22,7 +22,7 @@ mod state;
 use std::sync::Arc;
 
 use crate::policy::Policy;
-use crate::records::{Audit, Emitted, GuardrailCheck, Input, Output, Record};
+use crate::records::{Audit, Emitted, GuardrailCheck, Input, MetricRef, Output, Record};
 use crate::slo::SloSet;
 use crate::time::{Timestamp, MINUTE};
 
@@ -182,6 +182,19 @@ impl Engine {
             Input::Control(c) => self.on_control(rec.ts, c, out),
             Input::Tick => {}
         }
+        Ok(())
+    }
+
+    /// Handles one metric sample at event time `ts`, as [`Engine::process`]
+    /// handles a metric record; the sample may borrow a decoder's buffers.
+    pub fn process_metric(
+        &mut self,
+        ts: Timestamp,
+        m: MetricRef<'_>,
+        out: &mut Vec<Emitted>,
+    ) -> Result<(), EngineError> {
+        self.advance(ts, out)?;
+        self.slos.observe_ref(ts, m);
         Ok(())
     }
 

@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::labels::Labels;
+use super::labels::{Labels, LabelsRef};
 use super::value::{Fixed, ValueError};
 use crate::time::{TimeError, Timestamp};
 
@@ -104,6 +104,39 @@ pub struct MetricSample {
     pub value: Fixed,
     /// The sample's own timestamp; the envelope's `ts` is what the core uses.
     pub timestamp: Option<Timestamp>,
+}
+
+impl MetricSample {
+    /// A borrowed view of this sample.
+    pub fn as_ref(&self) -> MetricRef<'_> {
+        MetricRef {
+            name: &self.name,
+            labels: self.labels.as_ref(),
+            value: self.value,
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+/// A metric sample borrowed from a decoder's buffers: what the core needs
+/// of a sample, without owning its strings.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricRef<'a> {
+    pub name: &'a str,
+    pub labels: LabelsRef<'a>,
+    pub value: Fixed,
+    pub timestamp: Option<Timestamp>,
+}
+
+impl MetricRef<'_> {
+    pub fn to_sample(&self) -> MetricSample {
+        MetricSample {
+            name: self.name.to_owned(),
+            labels: self.labels.to_labels(),
+            value: self.value,
+            timestamp: self.timestamp,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -336,7 +369,52 @@ struct EnvelopeWire<'a> {
     data: Option<&'a RawValue>,
 }
 
+impl Input {
+    /// The JSON form [`Input::from_json`] reads back to the same input: an
+    /// Alertmanager payload with several alerts as `{"alerts":[…]}`, a tick
+    /// as `{}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let opt = |t: Option<Timestamp>| t.map(|t| t.to_string());
+        let alert = |a: &Alert| {
+            json!({"status": a.status.as_str(), "labels": a.labels,
+                   "annotations": a.annotations, "startsAt": opt(a.starts_at),
+                   "endsAt": opt(a.ends_at), "fingerprint": a.fingerprint,
+                   "generatorURL": a.generator_url})
+        };
+        match self {
+            Input::Metric(m) => json!({"name": m.name, "labels": m.labels,
+                                       "value": m.value.to_string(), "timestamp": opt(m.timestamp)}),
+            Input::Alerts(a) if a.len() == 1 => alert(&a[0]),
+            Input::Alerts(a) => json!({"alerts": a.iter().map(alert).collect::<Vec<_>>()}),
+            Input::Change(c) => json!({"service": c.service, "kind": c.kind,
+                                       "state": c.state.as_str(), "id": c.id, "at": opt(c.at)}),
+            Input::Result(r) => json!({"command_id": r.command_id, "status": r.status.as_str(),
+                                       "detail": r.detail, "at": opt(r.at)}),
+            Input::Approval(a) => {
+                json!({"command_id": a.command_id, "decision": a.decision.as_str(),
+                                         "by": a.by, "at": opt(a.at)})
+            }
+            Input::Control(c) => json!({"scope": c.scope.to_string(), "kill_switch": c.kill_switch,
+                                        "until": opt(c.until), "by": c.by}),
+            Input::Tick => json!({}),
+        }
+    }
+}
+
 impl Record {
+    /// The replay line of this record, `{"ts":…,"kind":…,"data":{…}}`
+    /// without a line break; [`Record::from_json_line`] reads it back to
+    /// the same record.
+    pub fn to_json_line(&self) -> String {
+        format!(
+            r#"{{"ts":"{}","kind":"{}","data":{}}}"#,
+            self.ts,
+            self.input.kind().as_str(),
+            self.input.to_json()
+        )
+    }
+
     /// Decodes one replay line: `{"ts":…,"kind":…,"data":{…}}`.
     pub fn from_json_line(line: &str) -> Result<Record, DecodeError> {
         let env: EnvelopeWire<'_> =

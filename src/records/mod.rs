@@ -4,14 +4,15 @@
 pub mod avro;
 pub mod input;
 pub mod labels;
+pub mod line;
 pub mod output;
 pub mod value;
 
 pub use input::{
     ActionResult, Alert, AlertStatus, Approval, Change, ChangeState, Control, DecodeError, Input,
-    InputKind, MetricSample, Record, ResultStatus, Scope, Verdict,
+    InputKind, MetricRef, MetricSample, Record, ResultStatus, Scope, Verdict,
 };
-pub use labels::Labels;
+pub use labels::{LabelBuf, Labels, LabelsRef};
 pub use output::{
     ApprovalRequest, Audit, BurnAlert, BurnState, Command, Emitted, Escalation, EscalationReason,
     GuardrailCheck, Incident, IncidentState, Output, Severity, Tried, Trigger,

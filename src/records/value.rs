@@ -32,11 +32,11 @@ impl Fixed {
     /// sixth decimal are truncated toward zero.
     pub fn parse(s: &str) -> Result<Fixed, ValueError> {
         let t = s.trim();
-        let lower = t.to_ascii_lowercase();
-        if matches!(
-            lower.trim_start_matches(['+', '-']),
-            "nan" | "inf" | "infinity"
-        ) {
+        let unsigned = t.trim_start_matches(['+', '-']);
+        if ["nan", "inf", "infinity"]
+            .iter()
+            .any(|w| unsigned.eq_ignore_ascii_case(w))
+        {
             return Err(ValueError::NotFinite(s.to_string()));
         }
         parse_decimal(t).ok_or_else(|| {

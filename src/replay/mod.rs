@@ -9,6 +9,7 @@
 //! reached. Outputs are written as JSON Lines in the same envelope, in
 //! decision order.
 
+pub mod avro;
 pub mod source;
 
 use std::io::{self, Write};
@@ -16,10 +17,11 @@ use std::sync::Arc;
 
 use crate::engine::Engine;
 use crate::policy::Policy;
-use crate::records::{Emitted, Record};
+use crate::records::{Emitted, MetricRef, Record};
 use crate::time::Timestamp;
 
-pub use source::{BadLine, Item, JsonLines, Position, Records, Source};
+pub use avro::{AvroFile, AvroFileError, AvroWriter};
+pub use source::{BadLine, Item, ItemRef, JsonLines, Position, Records, Source};
 
 /// Totals of one replay.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,18 +55,37 @@ impl Driver {
         }
     }
 
+    /// The event time a record stamped `ts` is handled at, and whether it
+    /// is late within the allowed lateness.
+    fn effective(&self, ts: Timestamp) -> (Timestamp, bool) {
+        match self.engine.now() {
+            Some(now) if ts < now && now.0 - ts.0 <= self.max_lateness => (now, true),
+            _ => (ts, false),
+        }
+    }
+
     /// Processes one record. `Ok(true)` when it was late and handled at the
     /// event time already reached.
     pub fn feed(&mut self, mut rec: Record, out: &mut Vec<Emitted>) -> Result<bool, String> {
-        let mut late = false;
-        if let Some(now) = self.engine.now() {
-            if rec.ts < now && now.0 - rec.ts.0 <= self.max_lateness {
-                rec.ts = now;
-                late = true;
-            }
-        }
+        let (ts, late) = self.effective(rec.ts);
+        rec.ts = ts;
         self.engine
             .process(&rec, &mut *out)
+            .map_err(|e| e.to_string())?;
+        Ok(late)
+    }
+
+    /// [`Driver::feed`] for a metric sample stamped `ts`, which may borrow
+    /// a source's buffers.
+    pub fn feed_metric(
+        &mut self,
+        ts: Timestamp,
+        m: MetricRef<'_>,
+        out: &mut Vec<Emitted>,
+    ) -> Result<bool, String> {
+        let (ts, late) = self.effective(ts);
+        self.engine
+            .process_metric(ts, m, &mut *out)
             .map_err(|e| e.to_string())?;
         Ok(late)
     }
@@ -90,21 +111,24 @@ pub fn replay<S: Source, W: Write>(
     let mut out = io::BufWriter::with_capacity(1 << 16, out);
     let mut stats = ReplayStats::default();
     let mut emitted: Vec<Emitted> = Vec::new();
-    while let Some(item) = source.next_item()? {
+    while let Some(item) = source.next_ref()? {
         stats.lines += 1;
-        let bad = match item {
-            Item::Record(rec) => match driver.feed(rec, &mut emitted) {
-                Ok(late) => {
-                    stats.records += 1;
-                    stats.late += usize::from(late);
-                    None
-                }
-                Err(reason) => Some(BadLine {
-                    line: source.position().last,
-                    reason,
-                }),
-            },
-            Item::Bad(b) => Some(b),
+        let fed = match item {
+            ItemRef::Metric(ts, m) => Ok(driver.feed_metric(ts, m, &mut emitted)),
+            ItemRef::Item(Item::Record(rec)) => Ok(driver.feed(rec, &mut emitted)),
+            ItemRef::Item(Item::Bad(b)) => Err(b),
+        };
+        let bad = match fed {
+            Ok(Ok(late)) => {
+                stats.records += 1;
+                stats.late += usize::from(late);
+                None
+            }
+            Ok(Err(reason)) => Some(BadLine {
+                line: source.position().last,
+                reason,
+            }),
+            Err(b) => Some(b),
         };
         if let Some(b) = bad {
             stats.bad += 1;

@@ -7,13 +7,37 @@
 
 use std::io::{self, BufRead};
 
-use crate::records::Record;
+use crate::records::line::{Decoded, LineDecoder};
+use crate::records::{Input, MetricRef, Record};
+use crate::time::Timestamp;
 
 /// One item of a source: a record, or a bad item to report and skip.
 #[derive(Debug)]
 pub enum Item {
     Record(Record),
     Bad(BadLine),
+}
+
+/// An item that may borrow the source's buffers: file sources hand out
+/// metric samples this way, without allocating.
+#[derive(Debug)]
+pub enum ItemRef<'a> {
+    Item(Item),
+    /// A metric sample at its event time.
+    Metric(Timestamp, MetricRef<'a>),
+}
+
+impl ItemRef<'_> {
+    /// The owned item.
+    pub fn into_item(self) -> Item {
+        match self {
+            ItemRef::Item(i) => i,
+            ItemRef::Metric(ts, m) => Item::Record(Record {
+                ts,
+                input: Input::Metric(m.to_sample()),
+            }),
+        }
+    }
 }
 
 /// An item that was skipped, with where it was and why.
@@ -50,6 +74,11 @@ pub trait Source {
     fn next_item(&mut self) -> io::Result<Option<Item>>;
     /// How far the source has got.
     fn position(&self) -> Position;
+    /// The next item, possibly borrowed from the source's buffers; the
+    /// same items as [`Source::next_item`], which is what it defaults to.
+    fn next_ref(&mut self) -> io::Result<Option<ItemRef<'_>>> {
+        Ok(self.next_item()?.map(ItemRef::Item))
+    }
 }
 
 impl<S: Source + ?Sized> Source for Box<S> {
@@ -59,12 +88,16 @@ impl<S: Source + ?Sized> Source for Box<S> {
     fn position(&self) -> Position {
         (**self).position()
     }
+    fn next_ref(&mut self) -> io::Result<Option<ItemRef<'_>>> {
+        (**self).next_ref()
+    }
 }
 
 /// A JSON Lines replay file: one `{"ts","kind","data"}` record per line.
 pub struct JsonLines<R> {
     input: R,
     line: String,
+    decoder: LineDecoder,
     lineno: usize,
     pos: Position,
 }
@@ -75,6 +108,7 @@ impl<R: BufRead> JsonLines<R> {
         JsonLines {
             input,
             line: String::new(),
+            decoder: LineDecoder::new(),
             lineno: 0,
             pos: Position {
                 total,
@@ -82,10 +116,10 @@ impl<R: BufRead> JsonLines<R> {
             },
         }
     }
-}
 
-impl<R: BufRead> Source for JsonLines<R> {
-    fn next_item(&mut self) -> io::Result<Option<Item>> {
+    /// Reads up to the next non-blank line into `self.line`; its trimmed
+    /// range, or `None` at the end.
+    fn read(&mut self) -> io::Result<Option<(usize, usize)>> {
         loop {
             self.line.clear();
             let n = self.input.read_line(&mut self.line)?;
@@ -94,20 +128,37 @@ impl<R: BufRead> Source for JsonLines<R> {
             }
             self.lineno += 1;
             self.pos.done += n as u64;
-            let text = self.line.trim();
-            if text.is_empty() {
+            let text = self.line.trim_start();
+            let start = self.line.len() - text.len();
+            let end = start + text.trim_end().len();
+            if start == end {
                 continue;
             }
             self.pos.items += 1;
             self.pos.last = self.lineno;
-            return Ok(Some(match Record::from_json_line(text) {
-                Ok(r) => Item::Record(r),
-                Err(e) => Item::Bad(BadLine {
-                    line: self.lineno,
-                    reason: e.to_string(),
-                }),
-            }));
+            return Ok(Some((start, end)));
         }
+    }
+}
+
+impl<R: BufRead> Source for JsonLines<R> {
+    fn next_item(&mut self) -> io::Result<Option<Item>> {
+        Ok(self.next_ref()?.map(ItemRef::into_item))
+    }
+
+    fn next_ref(&mut self) -> io::Result<Option<ItemRef<'_>>> {
+        let Some((start, end)) = self.read()? else {
+            return Ok(None);
+        };
+        let lineno = self.lineno;
+        Ok(Some(match self.decoder.decode(&self.line[start..end]) {
+            Decoded::Metric(ts, m) => ItemRef::Metric(ts, m),
+            Decoded::Record(Ok(r)) => ItemRef::Item(Item::Record(r)),
+            Decoded::Record(Err(e)) => ItemRef::Item(Item::Bad(BadLine {
+                line: lineno,
+                reason: e.to_string(),
+            })),
+        }))
     }
 
     fn position(&self) -> Position {

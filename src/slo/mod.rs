@@ -14,7 +14,7 @@ pub mod window;
 use std::collections::BTreeSet;
 
 use crate::policy::{Policy, Ratio, Slo};
-use crate::records::MetricSample;
+use crate::records::{MetricRef, MetricSample};
 use crate::time::{Duration, Timestamp, HOUR};
 
 use series::{Role, SeriesStore};
@@ -102,10 +102,15 @@ impl SloSet {
 
     /// Feeds one sample observed at event time `ts`.
     pub fn observe(&mut self, ts: Timestamp, m: &MetricSample) {
+        self.observe_ref(ts, m.as_ref());
+    }
+
+    /// [`SloSet::observe`] for a sample borrowed from a decoder's buffers.
+    pub fn observe_ref(&mut self, ts: Timestamp, m: MetricRef<'_>) {
         let states = &mut self.states;
         let active = &mut self.active;
         self.series
-            .observe(&m.name, &m.labels, m.value, |feeds, inc| {
+            .observe(m.name, m.labels, m.value, |feeds, inc| {
                 for f in feeds {
                     let st = &mut states[f.slo as usize];
                     st.last_seen = Some(ts);

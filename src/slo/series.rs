@@ -10,7 +10,7 @@
 use rustc_hash::FxHashMap;
 
 use crate::policy::{Selector, Slo};
-use crate::records::{Fixed, Labels};
+use crate::records::{Fixed, Labels, LabelsRef};
 
 /// How a series feeds an SLO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,8 +28,12 @@ pub struct Feed {
 
 #[derive(Debug)]
 struct SeriesState {
+    name: Box<str>,
+    labels: Labels,
     last: Fixed,
     feeds: Box<[Feed]>,
+    /// The next series whose key hashes the same, if any.
+    next: Option<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -104,24 +108,38 @@ impl SelectorIndex {
 }
 
 /// All counter series seen so far.
+///
+/// Series are found by a hash of their name and label set's content hash,
+/// so a sample whose labels are borrowed from a decoder's buffer is looked
+/// up without building an owned label set; one is built only for a new
+/// series.
 #[derive(Debug, Default)]
 pub struct SeriesStore {
     index: SelectorIndex,
-    series: FxHashMap<String, FxHashMap<Labels, SeriesState>>,
-    count: usize,
+    /// First series of each key hash; further ones are chained by `next`.
+    by_hash: FxHashMap<u64, usize>,
+    series: Vec<SeriesState>,
+}
+
+fn key_hash(name: &str, labels: LabelsRef<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = rustc_hash::FxHasher::default();
+    name.hash(&mut h);
+    h.write_u64(labels.content_hash());
+    h.finish()
 }
 
 impl SeriesStore {
     pub fn new(slos: &[Slo]) -> SeriesStore {
         SeriesStore {
             index: SelectorIndex::build(slos),
-            series: FxHashMap::default(),
-            count: 0,
+            by_hash: FxHashMap::default(),
+            series: Vec::new(),
         }
     }
 
     pub fn series_count(&self) -> usize {
-        self.count
+        self.series.len()
     }
 
     /// Records a sample and hands its increase (0 for a baseline) and the
@@ -131,28 +149,39 @@ impl SeriesStore {
     pub fn observe(
         &mut self,
         name: &str,
-        labels: &Labels,
+        labels: LabelsRef<'_>,
         value: Fixed,
         mut apply: impl FnMut(&[Feed], u64),
     ) {
-        let by_labels = match self.series.get_mut(name) {
-            Some(m) => m,
-            None => self.series.entry(name.to_string()).or_default(),
-        };
-        if let Some(st) = by_labels.get_mut(labels) {
-            let inc = if value.0 >= st.last.0 {
-                value.0 - st.last.0
-            } else {
-                // Counter reset: the new value is all increase since the reset.
-                value.0.max(0)
-            };
-            st.last = value;
-            apply(&st.feeds, inc as u64);
-            return;
+        let key = key_hash(name, labels);
+        let head = self.by_hash.get(&key).copied();
+        let mut at = head;
+        while let Some(i) = at {
+            let st = &mut self.series[i];
+            if &*st.name == name && labels.same_as(&st.labels) {
+                let inc = if value.0 >= st.last.0 {
+                    value.0 - st.last.0
+                } else {
+                    // Counter reset: the new value is all increase since the reset.
+                    value.0.max(0)
+                };
+                st.last = value;
+                apply(&st.feeds, inc as u64);
+                return;
+            }
+            at = st.next;
         }
-        let feeds = self.index.feeds(name, labels);
-        self.count += 1;
+        let labels = labels.to_labels();
+        let feeds = self.index.feeds(name, &labels);
         apply(&feeds, 0);
-        by_labels.insert(labels.clone(), SeriesState { last: value, feeds });
+        let id = self.series.len();
+        self.series.push(SeriesState {
+            name: name.into(),
+            labels,
+            last: value,
+            feeds,
+            next: head,
+        });
+        self.by_hash.insert(key, id);
     }
 }

@@ -51,6 +51,10 @@ struct Ring {
     slots: Box<[Sums]>,
     /// Index of the latest boundary whose snapshot is written.
     last: Option<i64>,
+    /// The slot of `last`.
+    last_slot: usize,
+    /// Time of the boundary after `last`: a sync before it writes nothing.
+    next_at: i64,
 }
 
 impl Ring {
@@ -60,6 +64,8 @@ impl Ring {
             step,
             slots: vec![Sums::default(); n].into_boxed_slice(),
             last: None,
+            last_slot: 0,
+            next_at: 0,
         }
     }
 
@@ -70,6 +76,9 @@ impl Ring {
     /// Writes `cum` into every boundary after the last written one, up to
     /// the boundary at or before `t`: nothing was added in between.
     fn sync(&mut self, t: i64, cum: Sums) {
+        if self.last.is_some() && t < self.next_at {
+            return;
+        }
         let upto = t.div_euclid(self.step);
         let n = self.slots.len() as i64;
         let from = match self.last {
@@ -77,20 +86,38 @@ impl Ring {
             Some(last) => (last + 1).max(upto - n + 1),
             None => {
                 self.slots.fill(cum);
-                self.last = Some(upto);
-                return;
+                upto
             }
         };
-        for k in from..=upto {
-            let i = self.slot(k);
+        let mut i = self.slot(from);
+        for _ in from..=upto {
             self.slots[i] = cum;
+            i += 1;
+            if i == self.slots.len() {
+                i = 0;
+            }
         }
         self.last = Some(upto);
+        self.last_slot = self.slot(upto);
+        self.next_at = (upto + 1).saturating_mul(self.step);
     }
 
     /// Snapshot at boundary index `k`; `k` must be within the ring.
     fn at(&self, k: i64) -> Sums {
-        self.slots[self.slot(k)]
+        let n = self.slots.len();
+        // Counted back from the last boundary, without a division.
+        let i = match self.last.map(|last| last - k) {
+            Some(back) if (0..n as i64).contains(&back) => {
+                let back = back as usize;
+                if back <= self.last_slot {
+                    self.last_slot - back
+                } else {
+                    self.last_slot + n - back
+                }
+            }
+            _ => self.slot(k),
+        };
+        self.slots[i]
     }
 }
 

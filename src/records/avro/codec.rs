@@ -12,9 +12,9 @@ use super::wire::{At, Reader, Result, Writer};
 use super::AvroError;
 use crate::records::input::{
     ActionResult, Alert, AlertStatus, Approval, Change, ChangeState, Control, DecodeError,
-    MetricSample, ResultStatus, Scope, Verdict,
+    MetricRef, MetricSample, ResultStatus, Scope, Verdict,
 };
-use crate::records::labels::Labels;
+use crate::records::labels::{LabelBuf, Labels};
 use crate::records::output::{
     ApprovalRequest, Audit, BurnAlert, BurnState, Command, Escalation, EscalationReason,
     GuardrailCheck, Incident, IncidentState, Severity, Tried, Trigger,
@@ -135,183 +135,304 @@ fn write_symbol<T: PartialEq>(w: &mut Writer, symbols: &[T], v: &T) {
 
 // Inputs.
 
-pub(super) fn read_metric(datum: &[u8]) -> Result<MetricSample> {
+/// Reads a datum that must span `datum` exactly: its structure, then the
+/// check that nothing is left over, then its content.
+fn whole<'a, T>(
+    datum: &'a [u8],
+    read: impl FnOnce(&mut Reader<'a>) -> Result<Result<T>>,
+) -> Result<T> {
     let mut r = Reader::new(datum);
+    let checked = read(&mut r)?;
+    r.finish()?;
+    checked
+}
+
+pub(super) fn read_metric(datum: &[u8]) -> Result<MetricSample> {
+    whole(datum, metric_at)
+}
+
+/// Reads one `MetricSample` datum at the reader's position: `Err` when the bytes
+/// do not fit the schema (the position is then lost), `Ok(Err)` when the
+/// datum is whole but its content is refused.
+pub(super) fn metric_at(r: &mut Reader<'_>) -> Result<Result<MetricSample>> {
     let timestamp = r.str().at("timestamp")?;
     let value = r.str().at("value")?;
     let name = r.str().at("name")?;
     let pairs = r.map_str().at("labels")?;
-    r.finish()?;
-
-    let value = Fixed::parse(value)?;
-    // The adapter also carries the metric name as the `__name__` label.
-    let dunder = pairs.iter().rev().find(|(k, _)| *k == "__name__");
-    let name = match (name, dunder) {
-        (n, _) if !n.is_empty() => n.to_owned(),
-        (_, Some((_, n))) if !n.is_empty() => (*n).to_owned(),
-        _ => return Err(DecodeError::Missing("name")),
+    let check = || -> Result<MetricSample> {
+        let value = Fixed::parse(value)?;
+        // The adapter also carries the metric name as the `__name__` label.
+        let dunder = pairs.iter().rev().find(|(k, _)| *k == "__name__");
+        let name = match (name, dunder) {
+            (n, _) if !n.is_empty() => n.to_owned(),
+            (_, Some((_, n))) if !n.is_empty() => (*n).to_owned(),
+            _ => return Err(DecodeError::Missing("name")),
+        };
+        Ok(MetricSample {
+            name,
+            labels: labels(&pairs, Some("__name__")),
+            value,
+            timestamp: opt_time("timestamp", Some(timestamp))?,
+        })
     };
-    Ok(MetricSample {
-        name,
-        labels: labels(&pairs, Some("__name__")),
-        value,
-        timestamp: opt_time("timestamp", Some(timestamp))?,
+    Ok(check())
+}
+
+/// What [`metric_at`] reads, borrowed from the datum: the name (or the
+/// last `__name__` label when the name is empty), the value and the
+/// timestamp text; the other labels are left in `labels`. Content errors
+/// are those of [`metric_at`] before its timestamp check, in the same order.
+pub(super) fn metric_ref_at<'a>(
+    r: &mut Reader<'a>,
+    labels: &mut LabelBuf,
+) -> Result<Result<(&'a str, Fixed, &'a str)>> {
+    let timestamp = r.str().at("timestamp")?;
+    let value = r.str().at("value")?;
+    let name = r.str().at("name")?;
+    labels.clear();
+    let mut dunder = None;
+    r.map_str_each(|k, v| {
+        if k == "__name__" {
+            dunder = Some(v);
+        } else {
+            labels.push(k, v);
+        }
     })
+    .at("labels")?;
+    let check = || -> Result<(&'a str, Fixed, &'a str)> {
+        let value = Fixed::parse(value)?;
+        let name = match (name, dunder) {
+            (n, _) if !n.is_empty() => n,
+            (_, Some(n)) if !n.is_empty() => n,
+            _ => return Err(DecodeError::Missing("name")),
+        };
+        Ok((name, value, timestamp))
+    };
+    Ok(check())
 }
 
 pub(super) fn write_metric(m: &MetricSample) -> Vec<u8> {
     let mut w = Writer::default();
-    match m.timestamp {
-        Some(t) => w.display(&t),
-        None => w.str(""),
-    }
-    w.display(&m.value);
-    w.str(&m.name);
-    write_labels(&mut w, &m.labels);
+    metric_to(&mut w, m.as_ref());
     w.into_bytes()
 }
 
+/// Appends a metric datum to `w`.
+pub(super) fn metric_to(w: &mut Writer, m: MetricRef<'_>) {
+    match m.timestamp {
+        Some(t) => w.time(t),
+        None => w.str(""),
+    }
+    w.display(&m.value);
+    w.str(m.name);
+    w.map_str(m.labels.len(), m.labels.iter());
+}
+
 pub(super) fn read_alert(datum: &[u8]) -> Result<Alert> {
-    let mut r = Reader::new(datum);
-    let status = read_symbol(&mut r, &ALERT_STATUS).at("status")?;
+    whole(datum, alert_at)
+}
+
+/// Reads one `Alert` datum at the reader's position: `Err` when the bytes
+/// do not fit the schema (the position is then lost), `Ok(Err)` when the
+/// datum is whole but its content is refused.
+pub(super) fn alert_at(r: &mut Reader<'_>) -> Result<Result<Alert>> {
+    let status = read_symbol(r, &ALERT_STATUS).at("status")?;
     let label_pairs = r.map_str().at("labels")?;
     let annotation_pairs = r.map_str().at("annotations")?;
     let starts_at = r.opt_str().at("startsAt")?;
     let ends_at = r.opt_str().at("endsAt")?;
     let fingerprint = r.opt_str().at("fingerprint")?;
     let generator_url = r.opt_str().at("generatorURL")?;
-    r.finish()?;
-
-    let alert_labels = labels(&label_pairs, None);
-    if alert_labels.get("alertname").is_none_or(str::is_empty) {
-        return Err(DecodeError::Missing("labels.alertname"));
-    }
-    Ok(Alert {
-        status,
-        labels: alert_labels,
-        annotations: labels(&annotation_pairs, None),
-        starts_at: opt_time("startsAt", starts_at)?,
-        ends_at: opt_time("endsAt", ends_at)?,
-        fingerprint: fingerprint.filter(|f| !f.is_empty()).map(str::to_owned),
-        generator_url: generator_url.map(str::to_owned),
-    })
+    let check = || -> Result<Alert> {
+        let alert_labels = labels(&label_pairs, None);
+        if alert_labels.get("alertname").is_none_or(str::is_empty) {
+            return Err(DecodeError::Missing("labels.alertname"));
+        }
+        Ok(Alert {
+            status,
+            labels: alert_labels,
+            annotations: labels(&annotation_pairs, None),
+            starts_at: opt_time("startsAt", starts_at)?,
+            ends_at: opt_time("endsAt", ends_at)?,
+            fingerprint: fingerprint.filter(|f| !f.is_empty()).map(str::to_owned),
+            generator_url: generator_url.map(str::to_owned),
+        })
+    };
+    Ok(check())
 }
 
 pub(super) fn write_alert(a: &Alert) -> Vec<u8> {
     let mut w = Writer::default();
-    write_symbol(&mut w, &ALERT_STATUS, &a.status);
-    write_labels(&mut w, &a.labels);
-    write_labels(&mut w, &a.annotations);
-    write_opt_time(&mut w, a.starts_at);
-    write_opt_time(&mut w, a.ends_at);
-    write_opt_str(&mut w, a.fingerprint.as_ref());
-    write_opt_str(&mut w, a.generator_url.as_ref());
+    alert_to(&mut w, a);
     w.into_bytes()
 }
 
+/// Appends a `Alert` datum to `w`.
+pub(super) fn alert_to(w: &mut Writer, a: &Alert) {
+    write_symbol(w, &ALERT_STATUS, &a.status);
+    write_labels(w, &a.labels);
+    write_labels(w, &a.annotations);
+    write_opt_time(w, a.starts_at);
+    write_opt_time(w, a.ends_at);
+    write_opt_str(w, a.fingerprint.as_ref());
+    write_opt_str(w, a.generator_url.as_ref());
+}
+
 pub(super) fn read_change(datum: &[u8]) -> Result<Change> {
-    let mut r = Reader::new(datum);
+    whole(datum, change_at)
+}
+
+/// Reads one `Change` datum at the reader's position: `Err` when the bytes
+/// do not fit the schema (the position is then lost), `Ok(Err)` when the
+/// datum is whole but its content is refused.
+pub(super) fn change_at(r: &mut Reader<'_>) -> Result<Result<Change>> {
     let service = r.str().at("service")?;
     let kind = r.str().at("kind")?;
-    let state = read_symbol(&mut r, &CHANGE_STATE).at("state")?;
+    let state = read_symbol(r, &CHANGE_STATE).at("state")?;
     let id = r.str().at("id")?;
     let at = r.opt_str().at("at")?;
-    r.finish()?;
-    Ok(Change {
-        service: non_empty("service", service)?,
-        kind: non_empty("kind", kind)?,
-        state,
-        id: non_empty("id", id)?,
-        at: opt_time("at", at)?,
-    })
+    let check = || -> Result<Change> {
+        Ok(Change {
+            service: non_empty("service", service)?,
+            kind: non_empty("kind", kind)?,
+            state,
+            id: non_empty("id", id)?,
+            at: opt_time("at", at)?,
+        })
+    };
+    Ok(check())
 }
 
 pub(super) fn write_change(c: &Change) -> Vec<u8> {
     let mut w = Writer::default();
-    w.str(&c.service);
-    w.str(&c.kind);
-    write_symbol(&mut w, &CHANGE_STATE, &c.state);
-    w.str(&c.id);
-    write_opt_time(&mut w, c.at);
+    change_to(&mut w, c);
     w.into_bytes()
 }
 
+/// Appends a `Change` datum to `w`.
+pub(super) fn change_to(w: &mut Writer, c: &Change) {
+    w.str(&c.service);
+    w.str(&c.kind);
+    write_symbol(w, &CHANGE_STATE, &c.state);
+    w.str(&c.id);
+    write_opt_time(w, c.at);
+}
+
 pub(super) fn read_result(datum: &[u8]) -> Result<ActionResult> {
-    let mut r = Reader::new(datum);
+    whole(datum, result_at)
+}
+
+/// Reads one `ActionResult` datum at the reader's position: `Err` when the bytes
+/// do not fit the schema (the position is then lost), `Ok(Err)` when the
+/// datum is whole but its content is refused.
+pub(super) fn result_at(r: &mut Reader<'_>) -> Result<Result<ActionResult>> {
     let command_id = r.str().at("command_id")?;
-    let status = read_symbol(&mut r, &RESULT_STATUS).at("status")?;
+    let status = read_symbol(r, &RESULT_STATUS).at("status")?;
     let detail = r.string().at("detail")?;
     let at = r.opt_str().at("at")?;
-    r.finish()?;
-    Ok(ActionResult {
-        command_id: non_empty("command_id", command_id)?,
-        status,
-        detail,
-        at: opt_time("at", at)?,
-    })
+    let check = || -> Result<ActionResult> {
+        Ok(ActionResult {
+            command_id: non_empty("command_id", command_id)?,
+            status,
+            detail,
+            at: opt_time("at", at)?,
+        })
+    };
+    Ok(check())
 }
 
 pub(super) fn write_result(x: &ActionResult) -> Vec<u8> {
     let mut w = Writer::default();
-    w.str(&x.command_id);
-    write_symbol(&mut w, &RESULT_STATUS, &x.status);
-    w.str(&x.detail);
-    write_opt_time(&mut w, x.at);
+    result_to(&mut w, x);
     w.into_bytes()
 }
 
+/// Appends a `ActionResult` datum to `w`.
+pub(super) fn result_to(w: &mut Writer, x: &ActionResult) {
+    w.str(&x.command_id);
+    write_symbol(w, &RESULT_STATUS, &x.status);
+    w.str(&x.detail);
+    write_opt_time(w, x.at);
+}
+
 pub(super) fn read_approval(datum: &[u8]) -> Result<Approval> {
-    let mut r = Reader::new(datum);
+    whole(datum, approval_at)
+}
+
+/// Reads one `Approval` datum at the reader's position: `Err` when the bytes
+/// do not fit the schema (the position is then lost), `Ok(Err)` when the
+/// datum is whole but its content is refused.
+pub(super) fn approval_at(r: &mut Reader<'_>) -> Result<Result<Approval>> {
     let command_id = r.str().at("command_id")?;
-    let decision = read_symbol(&mut r, &DECISION).at("decision")?;
+    let decision = read_symbol(r, &DECISION).at("decision")?;
     let by = r.str().at("by")?;
     let at = r.opt_str().at("at")?;
-    r.finish()?;
-    Ok(Approval {
-        command_id: non_empty("command_id", command_id)?,
-        decision,
-        by: non_empty("by", by)?,
-        at: opt_time("at", at)?,
-    })
+    let check = || -> Result<Approval> {
+        Ok(Approval {
+            command_id: non_empty("command_id", command_id)?,
+            decision,
+            by: non_empty("by", by)?,
+            at: opt_time("at", at)?,
+        })
+    };
+    Ok(check())
 }
 
 pub(super) fn write_approval(x: &Approval) -> Vec<u8> {
     let mut w = Writer::default();
-    w.str(&x.command_id);
-    write_symbol(&mut w, &DECISION, &x.decision);
-    w.str(&x.by);
-    write_opt_time(&mut w, x.at);
+    approval_to(&mut w, x);
     w.into_bytes()
 }
 
+/// Appends a `Approval` datum to `w`.
+pub(super) fn approval_to(w: &mut Writer, x: &Approval) {
+    w.str(&x.command_id);
+    write_symbol(w, &DECISION, &x.decision);
+    w.str(&x.by);
+    write_opt_time(w, x.at);
+}
+
 pub(super) fn read_control(datum: &[u8]) -> Result<Control> {
-    let mut r = Reader::new(datum);
+    whole(datum, control_at)
+}
+
+/// Reads one `Control` datum at the reader's position: `Err` when the bytes
+/// do not fit the schema (the position is then lost), `Ok(Err)` when the
+/// datum is whole but its content is refused.
+pub(super) fn control_at(r: &mut Reader<'_>) -> Result<Result<Control>> {
     let scope = r.str().at("scope")?;
     let kill_switch = r.boolean().at("kill_switch")?;
     let until = r.opt_str().at("until")?;
     let by = r.opt_str().at("by")?;
-    r.finish()?;
-    let scope = Scope::parse(scope).ok_or_else(|| {
-        invalid(
-            "scope",
-            format!("{scope:?} is not global, service:NAME or runbook:NAME"),
-        )
-    })?;
-    Ok(Control {
-        scope,
-        kill_switch,
-        until: opt_time("until", until)?,
-        by: by.map(str::to_owned),
-    })
+    let check = || -> Result<Control> {
+        let scope = Scope::parse(scope).ok_or_else(|| {
+            invalid(
+                "scope",
+                format!("{scope:?} is not global, service:NAME or runbook:NAME"),
+            )
+        })?;
+        Ok(Control {
+            scope,
+            kill_switch,
+            until: opt_time("until", until)?,
+            by: by.map(str::to_owned),
+        })
+    };
+    Ok(check())
 }
 
 pub(super) fn write_control(x: &Control) -> Vec<u8> {
     let mut w = Writer::default();
+    control_to(&mut w, x);
+    w.into_bytes()
+}
+
+/// Appends a `Control` datum to `w`.
+pub(super) fn control_to(w: &mut Writer, x: &Control) {
     w.display(&x.scope);
     w.boolean(x.kill_switch);
-    write_opt_time(&mut w, x.until);
-    write_opt_str(&mut w, x.by.as_ref());
-    w.into_bytes()
+    write_opt_time(w, x.until);
+    write_opt_str(w, x.by.as_ref());
 }
 
 // Outputs.

@@ -7,6 +7,7 @@
 //! the same in either; timestamps are RFC 3339 strings in both.
 
 mod codec;
+pub mod envelope;
 mod rabin;
 mod wire;
 

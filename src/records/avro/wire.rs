@@ -214,6 +214,31 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A `map<string>`, handing each pair to `f` in wire order.
+    pub fn map_str_each(&mut self, mut f: impl FnMut(&'a str, &'a str)) -> Result<()> {
+        loop {
+            let n = self.block()?;
+            if n == 0 {
+                return Ok(());
+            }
+            for _ in 0..n {
+                let k = self.str()?;
+                let v = self.str()?;
+                f(k, v);
+            }
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Whether every byte has been read.
+    pub fn at_end(&self) -> bool {
+        self.remaining() == 0
+    }
+
     pub fn array<T>(&mut self, mut item: impl FnMut(&mut Self) -> Result<T>) -> Result<Vec<T>> {
         let mut out = Vec::new();
         loop {
@@ -248,11 +273,24 @@ pub(super) struct Writer {
     /// Reused for formatting timestamps and scopes before their length
     /// is known.
     scratch: String,
+    /// The last timestamp written and its text: consecutive records
+    /// usually carry the same one.
+    last_time: Option<(crate::time::Timestamp, String)>,
 }
 
 impl Writer {
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
+    }
+
+    /// Bytes written so far.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Forgets what was written, keeping the storage.
+    pub fn clear(&mut self) {
+        self.buf.clear();
     }
 
     pub fn long(&mut self, v: i64) {
@@ -289,6 +327,19 @@ impl Writer {
         let _ = write!(s, "{v}");
         self.str(&s);
         self.scratch = s;
+    }
+
+    /// A timestamp as RFC 3339 text.
+    pub fn time(&mut self, t: crate::time::Timestamp) {
+        let mut last = self.last_time.take().unwrap_or_default();
+        if last.0 != t || last.1.is_empty() {
+            last.1.clear();
+            // Writing into a String cannot fail.
+            let _ = write!(last.1, "{t}");
+            last.0 = t;
+        }
+        self.str(&last.1);
+        self.last_time = Some(last);
     }
 
     pub fn symbol(&mut self, index: usize) {
