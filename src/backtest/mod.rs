@@ -252,6 +252,11 @@ impl Backtest {
 
     /// Handles the engine's outputs: tracking, injections, then `out`.
     fn after(&mut self, out: &mut Vec<Emitted>) {
+        if self.buf.is_empty() {
+            self.tracker.close_resolved(&self.driver.engine);
+            self.tracker.sample(&self.driver.engine);
+            return;
+        }
         let outputs = std::mem::take(&mut self.buf);
         for e in &outputs {
             self.tracker.output(e, &self.driver.engine, &self.policy);
@@ -482,24 +487,54 @@ pub fn recorded<S: Source + ?Sized>(source: &mut S) -> io::Result<Recorded> {
     Ok(r)
 }
 
-/// [`recorded`] for a JSON Lines stream, parsing only the lines that can
-/// be results or approvals.
-pub fn recorded_jsonl<R: io::BufRead>(mut input: R) -> io::Result<Recorded> {
+/// [`recorded`] for a JSON Lines stream: only the lines that mention a
+/// result or an approval are parsed, found by a byte search over large
+/// chunks.
+pub fn recorded_jsonl<R: io::Read>(mut input: R) -> io::Result<Recorded> {
+    use memchr::memmem::Finder;
+    let finders = [Finder::new(b"\"result\""), Finder::new(b"\"approval\"")];
     let mut r = Recorded {
         complete: true,
         ..Recorded::default()
     };
-    let mut line = String::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut chunk = vec![0u8; 1 << 20];
     loop {
-        line.clear();
-        if input.read_line(&mut line)? == 0 {
+        let n = input.read(&mut chunk)?;
+        buf.extend_from_slice(&chunk[..n]);
+        // Whole lines only, unless the input has ended.
+        let upto = if n == 0 {
+            buf.len()
+        } else {
+            match memchr::memrchr(b'\n', &buf) {
+                Some(i) => i + 1,
+                None => continue,
+            }
+        };
+        let data = &buf[..upto];
+        let mut hits: Vec<usize> = finders
+            .iter()
+            .flat_map(|f| f.find_iter(data).collect::<Vec<_>>())
+            .collect();
+        hits.sort_unstable();
+        let mut done_to = 0;
+        for h in hits {
+            if h < done_to {
+                continue;
+            }
+            let start = memchr::memrchr(b'\n', &data[..h]).map_or(0, |i| i + 1);
+            let end = memchr::memchr(b'\n', &data[h..]).map_or(data.len(), |i| h + i);
+            done_to = end;
+            if let Ok(rec) = std::str::from_utf8(&data[start..end])
+                .map_err(|e| e.to_string())
+                .and_then(|l| Record::from_json_line(l.trim()).map_err(|e| e.to_string()))
+            {
+                r.note(rec.input);
+            }
+        }
+        buf.drain(..upto);
+        if n == 0 {
             return Ok(r);
-        }
-        if !line.contains("\"result\"") && !line.contains("\"approval\"") {
-            continue;
-        }
-        if let Ok(rec) = Record::from_json_line(line.trim()) {
-            r.note(rec.input);
         }
     }
 }

@@ -252,6 +252,9 @@ impl Tracker {
     /// Closes the recorded side of rows whose resolution has arrived:
     /// their budget spent and their human actions.
     pub fn close_resolved(&mut self, engine: &Engine) {
+        if self.resolved.is_empty() {
+            return;
+        }
         let rows = std::mem::take(&mut self.resolved);
         self.close_rows(engine, rows.into_iter(), None);
     }

@@ -179,7 +179,7 @@ fn recorded(a: &InputArgs) -> anyhow::Result<Option<backtest::Recorded>> {
         Some(p) if p.as_os_str() == "-" => return Ok(None),
         Some(p) if p.extension().is_some_and(|e| e == "jsonl" || e == "ndjson") => {
             let f = File::open(p).with_context(|| format!("cannot open input {}", p.display()))?;
-            backtest::recorded_jsonl(BufReader::with_capacity(1 << 20, f))
+            backtest::recorded_jsonl(f)
         }
         _ => backtest::recorded(&mut open_source(a)?),
     };
