@@ -15,6 +15,11 @@
 //! sink) and the replay time net of it. Peak memory is VmHWM, reset after
 //! the generator is built, so it is the replay's memory.
 //!
+//! A third phase runs the backtest (`selfheal replay --report`) over the
+//! JSON Lines stream: shadow mode with assumed results and the what-if
+//! report, whose per-incident rows grow with incidents ("outputs" counts
+//! the decisions in the report).
+//!
 //! Why: replay is how policies are backtested against history, and its
 //! memory must be bounded by the number of SLOs and open incidents, not by
 //! the length of the stream; a month of a mid-size fleet must replay in
@@ -30,6 +35,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use selfheal::backtest;
 use selfheal::policy::parse;
 use selfheal::records::{
     Alert, AlertStatus, Change, ChangeState, Fixed, Input, Labels, MetricRef, Record,
@@ -515,8 +521,45 @@ fn main() {
     let avro_gen = drain(AvroGen::new(plan));
 
     let mut phases = Vec::new();
-    for (name, generate_seconds) in [("json_lines", json_gen), ("avro", avro_gen)] {
-        let (peak_reset, started, stats) = if name == "json_lines" {
+    let mut incidents = 0;
+    for (name, generate_seconds) in [
+        ("json_lines", json_gen),
+        ("avro", avro_gen),
+        ("backtest", json_gen),
+    ] {
+        let (peak_reset, started, stats) = if name == "backtest" {
+            // The what-if report of the same JSON Lines stream: shadow
+            // mode with assumed results, every incident tracked.
+            let mut src = JsonLines::new(JsonGen::new(plan), None);
+            let reset = reset_peak();
+            let started = Instant::now();
+            let mut outputs = 0usize;
+            let mut count = |_: &ReplayStats, _| {};
+            let report = backtest::run(
+                policy.clone(),
+                None,
+                &backtest::Assumptions::default(),
+                0,
+                &mut src,
+                "generated",
+                backtest::Recorded::default(),
+                None,
+                |_| {},
+                &mut count,
+            )
+            .map(|r| {
+                incidents = r.incidents.len();
+                outputs = r.incidents.iter().map(|i| i.policy.decisions.len()).sum();
+                ReplayStats {
+                    lines: r.source.records + r.source.bad,
+                    records: r.source.records,
+                    bad: r.source.bad,
+                    late: r.source.late,
+                    outputs,
+                }
+            });
+            (reset, started, report)
+        } else if name == "json_lines" {
             let mut src = JsonLines::new(JsonGen::new(plan), None);
             let reset = reset_peak();
             let started = Instant::now();
@@ -543,7 +586,7 @@ fn main() {
         );
     }
     println!(
-        r#"{{"days":{days},"services":{services},"slos":{},"records":{},{}}}"#,
+        r#"{{"days":{days},"services":{services},"slos":{},"records":{},"backtest_incidents":{incidents},{}}}"#,
         policy.slos.len(),
         plan.records(),
         phases.join(",")

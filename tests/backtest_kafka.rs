@@ -276,7 +276,21 @@ fn record_a_window(k: &KafkaArgs) {
     let outputs = text(&from_file.stdout);
     assert!(outputs.contains(r#""kind":"command""#), "{outputs}");
     assert_eq!(text(&from_kafka.stdout), outputs);
+
+    // The same window recorded as an Avro object container file replays
+    // to the same outputs.
+    let avro = file.with_extension("avro");
+    let mut args = vec!["record".to_string()];
+    args.extend(fast(k));
+    args.extend(window.iter().cloned());
+    args.extend(["--out".into(), avro.display().to_string()]);
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let from_avro = replay(vec!["--input".into(), avro.display().to_string()]);
+    assert!(from_avro.status.success(), "{}", text(&from_avro.stderr));
+    assert_eq!(text(&from_avro.stdout), outputs);
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_file(&avro);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use selfheal::live::range::{KafkaRange, RangeRecord, RangeSpec};
 use selfheal::live::KafkaArgs;
-use selfheal::replay::{ReplayStats, Source};
+use selfheal::replay::{AvroWriter, ReplayStats, Source};
 use selfheal::time::Timestamp;
 
 use super::replay::{create_output, Progress};
@@ -79,9 +79,10 @@ pub struct Args {
     /// The replay file to write (`-` for standard output).
     #[arg(long)]
     pub out: PathBuf,
-    /// Format of the replay file.
-    #[arg(long, value_enum, default_value = "json-lines")]
-    pub format: FileFormat,
+    /// Format of the replay file (default: `avro` when the file name ends
+    /// in `.avro`, else `json-lines`).
+    #[arg(long, value_enum)]
+    pub format: Option<FileFormat>,
     /// No progress line or summary on stderr (bad records are still
     /// reported).
     #[arg(long)]
@@ -93,6 +94,8 @@ pub struct Args {
 pub enum FileFormat {
     /// `{"ts","kind","data"}` per line, as DESIGN.md describes.
     JsonLines,
+    /// An Avro object container file of `schemas/replay_record.avsc`.
+    Avro,
 }
 
 /// Why a record was not written.
@@ -131,17 +134,55 @@ impl<W: Write> RecordSink for JsonLinesSink<W> {
     }
 }
 
-pub fn sink(format: FileFormat, out: Box<dyn Write>) -> Box<dyn RecordSink> {
-    match format {
-        FileFormat::JsonLines => Box::new(JsonLinesSink::new(out)),
+/// An Avro object container file: each value decoded, then written in
+/// the replay schema.
+pub struct AvroSink<W: Write>(Option<AvroWriter<io::BufWriter<W>>>);
+
+impl<W: Write> RecordSink for AvroSink<W> {
+    fn write(&mut self, r: &RangeRecord) -> Result<(), WriteError> {
+        let rec = r.decode().map_err(WriteError::Bad)?;
+        match &mut self.0 {
+            Some(w) => w
+                .write(&rec)
+                .map_err(|e| WriteError::Io(io::Error::other(e.to_string()))),
+            None => Err(WriteError::Io(io::Error::other("file already finished"))),
+        }
     }
+
+    fn finish(&mut self) -> io::Result<()> {
+        match self.0.take() {
+            Some(w) => w
+                .finish()
+                .map_err(|e| io::Error::other(e.to_string()))
+                .and_then(|mut out| out.flush()),
+            None => Ok(()),
+        }
+    }
+}
+
+pub fn sink(format: FileFormat, out: Box<dyn Write>) -> anyhow::Result<Box<dyn RecordSink>> {
+    Ok(match format {
+        FileFormat::JsonLines => Box::new(JsonLinesSink::new(out)),
+        FileFormat::Avro => {
+            let w = AvroWriter::new(io::BufWriter::with_capacity(1 << 16, out))
+                .map_err(|e| anyhow::anyhow!("cannot start the Avro file: {e}"))?;
+            Box::new(AvroSink(Some(w)))
+        }
+    })
 }
 
 /// Exit code 0 when every record was written, 1 when some were skipped.
 pub fn run(a: Args) -> anyhow::Result<i32> {
     let started = Instant::now();
     let mut range = a.range.open(&a.kafka)?;
-    let mut sink = sink(a.format, create_output(&a.out)?);
+    let format = a
+        .format
+        .unwrap_or(if a.out.extension().is_some_and(|e| e == "avro") {
+            FileFormat::Avro
+        } else {
+            FileFormat::JsonLines
+        });
+    let mut sink = sink(format, create_output(&a.out)?)?;
     let mut meter = Progress::new(a.quiet);
     let mut stats = ReplayStats::default();
     while let Some(r) = range
