@@ -137,6 +137,12 @@ impl Backtest {
     pub fn feed(&mut self, rec: Record, out: &mut Vec<Emitted>) -> Result<bool, String> {
         self.inject_until(rec.ts, out);
         let ts = rec.ts.max(self.driver.engine.now().unwrap_or(rec.ts));
+        if ts == rec.ts {
+            // Deadlines and boundaries due first, so that a result or
+            // approval finds the command a deadline emitted just before it.
+            self.driver.advance(ts, &mut self.buf)?;
+            self.after(out);
+        }
         let Some(rec) = self.observe(rec) else {
             // Held back entirely; time still moves on.
             self.driver.advance(ts, &mut self.buf)?;
