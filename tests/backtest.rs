@@ -87,6 +87,28 @@ fn incident<'a>(r: &'a Value, alertname: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {alertname} incident in {r:#}"))
 }
 
+/// The backtest report of one golden scenario of `tests/scenarios/`.
+fn scenario_report(scenario: &str, extra: &[&str]) -> Value {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/scenarios")
+        .join(scenario);
+    let report = tmp(&format!("{scenario}.json"));
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .arg("replay")
+        .arg("--policy")
+        .arg(dir.join("policy.yaml"))
+        .arg("--input")
+        .arg(dir.join("input.jsonl"))
+        .arg("--report")
+        .arg(&report)
+        .arg("--quiet")
+        .args(extra)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    serde_json::from_str(&fs::read_to_string(&report).expect("report")).expect("json")
+}
+
 #[test]
 fn tier1_restart_mitigates_in_thirty_seconds_instead_of_forty_minutes() {
     let (r, stdout) = golden("tier1_saves_mttr");
@@ -161,22 +183,7 @@ fn recurring_unhandled_incidents_are_automation_candidates() {
 
 #[test]
 fn results_recorded_in_the_stream_are_used_not_assumed() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/tier1_restart_validated");
-    let report = tmp("recorded.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .arg("replay")
-        .arg("--policy")
-        .arg(dir.join("policy.yaml"))
-        .arg("--input")
-        .arg(dir.join("input.jsonl"))
-        .arg("--report")
-        .arg(&report)
-        .arg("--quiet")
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let r: Value =
-        serde_json::from_str(&fs::read_to_string(&report).expect("report")).expect("json");
+    let r = scenario_report("tier1_restart_validated", &[]);
     let result = &r["incidents"][0]["policy"]["commands"][0]["result"];
     assert_eq!(result["assumed"], false, "{result}");
     assert_eq!(result["at"], "2026-03-01T10:02:10Z");
@@ -251,22 +258,7 @@ fn assumptions_apply_only_to_backtests() {
 
 #[test]
 fn recorded_approvals_are_human_actions_and_are_not_assumed() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/tier2_approved");
-    let report = tmp("approved.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .arg("replay")
-        .arg("--policy")
-        .arg(dir.join("policy.yaml"))
-        .arg("--input")
-        .arg(dir.join("input.jsonl"))
-        .arg("--report")
-        .arg(&report)
-        .args(["--approve-after", "1s", "--quiet"])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let r: Value =
-        serde_json::from_str(&fs::read_to_string(&report).expect("report")).expect("json");
+    let r = scenario_report("tier2_approved", &["--approve-after", "1s"]);
     let inc = incident(&r, "PrimaryDown");
     let human = inc["recorded"]["human_actions"]
         .as_array()
@@ -313,23 +305,7 @@ fn a_policy_compared_with_itself_differs_nowhere() {
 
 #[test]
 fn a_recorded_result_reaches_the_rollback_a_deadline_emitted_just_before_it() {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/validation_failed_rollback");
-    let report = tmp("rollback.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
-        .arg("replay")
-        .arg("--policy")
-        .arg(dir.join("policy.yaml"))
-        .arg("--input")
-        .arg(dir.join("input.jsonl"))
-        .arg("--report")
-        .arg(&report)
-        .arg("--quiet")
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let r: Value =
-        serde_json::from_str(&fs::read_to_string(&report).expect("report")).expect("json");
+    let r = scenario_report("validation_failed_rollback", &[]);
     let cmds = r["incidents"][0]["policy"]["commands"]
         .as_array()
         .expect("commands");
