@@ -115,3 +115,63 @@ fn replay_refuses_an_invalid_policy_with_exit_two() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not valid"));
 }
+
+#[test]
+fn bench_measures_the_engine_beside_a_raw_consumer_on_the_embedded_broker() {
+    let out = tmp("bench.json");
+    let o = bin()
+        .args([
+            "bench",
+            "--services",
+            "50",
+            "--slos",
+            "100",
+            "--runbooks",
+            "5",
+            "--samples",
+            "20000",
+            "--alert-every",
+            "2000",
+            "--loads",
+            "0.5",
+            "--load-seconds",
+            "2",
+            "--alerts-per-second",
+            "10",
+            "--out",
+        ])
+        .arg(&out)
+        .env_remove("SELFHEAL_BROKERS")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(stdout, file, "stdout and --out carry the same report");
+    let r = &stdout;
+    // 20,000 samples and one alert per 2,000: every record read by both.
+    assert_eq!(r["workload"]["alerts"], 10);
+    assert_eq!(r["raw_consume"]["records"], 20_010);
+    assert_eq!(r["engine"]["records"], 20_010);
+    assert_eq!(r["engine"]["dead_lettered"], 0);
+    assert_eq!(r["engine"]["commands"], 10, "one command per alert");
+    for phase in ["raw_consume", "engine"] {
+        assert!(r[phase]["records_per_s"].as_f64().unwrap() > 0.0, "{phase}");
+    }
+    let ratio = r["ratio_engine_to_raw"].as_f64().unwrap();
+    let a = r["engine"]["records_per_s"].as_f64().unwrap();
+    let b = r["raw_consume"]["records_per_s"].as_f64().unwrap();
+    assert!((ratio - a / b).abs() < 0.01, "{ratio} vs {a}/{b}");
+    // Every alert of the latency phase got its command, timed.
+    let l = &r["latency"][0];
+    assert_eq!(l["load"], 0.5);
+    assert!(l["alerts"].as_u64().unwrap() >= 10);
+    assert_eq!(l["commands"], l["alerts"]);
+    let (p50, p99) = (l["p50_ms"].as_f64().unwrap(), l["p99_ms"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p50 <= p99, "{p50} {p99}");
+    // A 30-day SLO's burn-rate state stays within its budget.
+    let m = &r["memory"];
+    assert!(m["slo_state_bytes_per_slo"].as_u64().unwrap() <= 32 * 1024);
+    assert_eq!(r["settings"]["processing_guarantee"], "exactly_once");
+}

@@ -1,5 +1,6 @@
 //! The command line: parsing and the subcommands' edges.
 
+pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod live;
@@ -52,6 +53,9 @@ pub enum Command {
     /// Read the engine's per-partition journal.
     #[command(subcommand)]
     Journal(live::JournalCmd),
+    /// Measure the engine's throughput and alert-to-command latency
+    /// against a broker, beside a raw consumer of the same records.
+    Bench(bench::Args),
     /// Create selfheal's topics on a broker.
     #[command(subcommand)]
     Topics(live::TopicsCmd),
@@ -78,5 +82,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bridge(a) => live::bridge(a),
         Command::Topics(a) => live::topics(a),
         Command::Journal(a) => live::journal(a),
+        Command::Bench(a) => bench::run(a),
     }
 }

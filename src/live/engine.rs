@@ -46,6 +46,12 @@ use crate::records::avro::decode_value;
 use crate::records::{Emitted, Output, Record};
 use crate::time::Timestamp;
 
+/// `linger.ms` of the engine's producer. Under at-least-once outputs are
+/// sent as they are decided and wait at most this long for company; under
+/// exactly-once a batch holding a command, an escalation or an approval
+/// request is committed at once, and a commit flushes.
+pub const PRODUCER_LINGER_MS: u32 = 1;
+
 /// `processing.guarantee`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 #[value(rename_all = "snake_case")]
@@ -74,6 +80,9 @@ pub struct EngineConfig {
     pub max_future_ms: i64,
     /// `auto.offset.reset` for partitions with no committed offset.
     pub start_earliest: bool,
+    /// How far one input topic of a partition may run ahead of another
+    /// that is still catching up (see `Runtime::pace`).
+    pub pace_slack_ms: i64,
 }
 
 impl EngineConfig {
@@ -91,6 +100,7 @@ impl EngineConfig {
             max_lateness_ms: 10 * 60_000,
             max_future_ms: 5 * 60_000,
             start_earliest: true,
+            pace_slack_ms: 5_000,
         }
     }
 }
@@ -123,6 +133,11 @@ pub struct EngineCounters {
     pub recovered_entries: AtomicU64,
     pub partitions: AtomicU64,
     pub restarts: AtomicU64,
+    /// Records held back for running ahead of their partition's slowest
+    /// input (see `Runtime::pace`).
+    pub paces: AtomicU64,
+    /// Records held back right now.
+    pub held: AtomicU64,
 }
 
 impl EngineCounters {
@@ -185,6 +200,9 @@ impl ConsumerContext for Ctx {
                 set_failed(&self.failed, e);
             }
             let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            rt.held.retain(|(_, p), _| !parts.contains(p));
+            rt.held_count = rt.held.values().map(|q| q.len()).sum();
+            rt.behind.retain(|p, _| !parts.contains(p));
             for p in parts {
                 if rt.shards.remove(&p).is_some() {
                     tracing::info!(partition = p, "partition revoked");
@@ -256,6 +274,48 @@ impl ProducerContext for ProducerCtx {
     }
 }
 
+/// Records held back at most, over all partitions (about 100 bytes each
+/// plus the value).
+const HOLD_LIMIT: usize = 200_000;
+
+/// An input record held back by [`Runtime::pace`].
+struct Held {
+    offset: i64,
+    ts: Option<i64>,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+}
+
+/// At most 10 log lines a second for one kind of event; the count of the
+/// ones left out goes with the next line.
+#[derive(Default)]
+struct LogLimit {
+    second: Option<Instant>,
+    lines: u32,
+    suppressed: u64,
+}
+
+impl LogLimit {
+    /// `Some(suppressed since the last line)` when this one may be logged.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .second
+            .is_none_or(|s| now.duration_since(s) >= StdDuration::from_secs(1))
+        {
+            self.second = Some(now);
+            self.lines = 0;
+        }
+        if self.lines < 10 {
+            self.lines += 1;
+            Some(std::mem::take(&mut self.suppressed))
+        } else {
+            self.suppressed += 1;
+            None
+        }
+    }
+}
+
 struct Dead {
     key: Option<Vec<u8>>,
     value: Vec<u8>,
@@ -322,8 +382,20 @@ struct Runtime {
     shards: BTreeMap<i32, Shard>,
     /// When each input topic-partition last delivered a record.
     last_seen: BTreeMap<(u8, i32), Instant>,
+    /// The Kafka timestamp of each input topic-partition's last record.
+    last_ts: BTreeMap<(u8, i32), i64>,
+    /// Records held back for running ahead of their partition's frontier.
+    held: BTreeMap<(u8, i32), std::collections::VecDeque<Held>>,
+    held_count: usize,
+    /// Per partition, per input topic: the last-processed timestamp of
+    /// each input still behind its high watermark.
+    behind: BTreeMap<i32, [Option<i64>; 6]>,
+    dlq_log: LogLimit,
     pending: usize,
     batch_started: Option<Instant>,
+    /// The batch holds a command, an escalation or an approval request:
+    /// it is committed without waiting for `commit_interval`.
+    urgent: bool,
     counters: Arc<EngineCounters>,
 }
 
@@ -370,9 +442,9 @@ impl Runtime {
             return;
         };
         let p = m.partition();
-        self.last_seen.insert((t as u8, p), Instant::now());
-        let (max_lateness, max_future) = (self.cfg.max_lateness_ms, self.cfg.max_future_ms);
-        let Some(shard) = self.shards.get_mut(&p) else {
+        let key = (t as u8, p);
+        self.last_seen.insert(key, Instant::now());
+        let Some(shard) = self.shards.get(&p) else {
             return;
         };
         let off = m.offset();
@@ -382,14 +454,61 @@ impl Runtime {
                 .fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let ts = m.timestamp().to_millis();
+        let ahead = ts.is_some_and(|ts| ts > self.frontier(p, t).saturating_add(self.cfg.pace_slack_ms));
+        let queued = self.held.get(&key).is_some_and(|q| !q.is_empty());
+        if ahead || queued {
+            // Held back, in offset order, until the partition's slower
+            // inputs catch up (see `pace`), at most HOLD_LIMIT records.
+            self.held.entry(key).or_default().push_back(Held {
+                offset: off,
+                ts,
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().unwrap_or(&[]).to_vec(),
+            });
+            self.held_count += 1;
+            self.counters.paces.fetch_add(1, Ordering::Relaxed);
+            if self.held_count > HOLD_LIMIT {
+                // Memory first: the earliest held record goes on, and
+                // the slower input may then find its records late.
+                self.release_earliest();
+            }
+            return;
+        }
+        self.process_input(t, p, off, ts, m.key(), m.payload().unwrap_or(&[]));
+    }
+
+    /// Decides one input record (or dead-letters it) and journals it.
+    fn process_input(
+        &mut self,
+        t: usize,
+        p: i32,
+        off: i64,
+        ts: Option<i64>,
+        key: Option<&[u8]>,
+        value: &[u8],
+    ) {
+        if let Some(ts) = ts {
+            self.last_ts.insert((t as u8, p), ts);
+            if let Some(slot) = self.behind.get_mut(&p).map(|b| &mut b[t]) {
+                let holding = self.held.get(&(t as u8, p)).is_some_and(|q| !q.is_empty());
+                if slot.is_some() && !holding {
+                    *slot = Some(ts);
+                }
+            }
+        }
+        let (max_lateness, max_future) = (self.cfg.max_lateness_ms, self.cfg.max_future_ms);
+        let topic = self.topics.inputs()[t];
+        let Some(shard) = self.shards.get_mut(&p) else {
+            return;
+        };
         self.counters.consumed.fetch_add(1, Ordering::Relaxed);
         shard.positions[t] = off + 1;
         shard.touched = true;
         self.pending += 1;
         self.batch_started.get_or_insert_with(Instant::now);
-        let value = m.payload().unwrap_or(&[]);
         let wall = wall_ms();
-        let kafka_ts = m.timestamp().to_millis().unwrap_or(wall);
+        let kafka_ts = ts.unwrap_or(wall);
         let now = shard.core.now().map(|t| t.0);
         let verdict = if kafka_ts > wall + max_future {
             Err((
@@ -427,23 +546,29 @@ impl Runtime {
                 // Event time never goes back here, so the core cannot
                 // refuse the record as late.
                 let _ = shard.core.process(&rec, &mut shard.outputs);
-                count_outputs(&self.counters, &shard.outputs[before..]);
-                shard.journal.push(&Entry::Record {
-                    topic: t as u8,
-                    offset: off,
-                    ts,
-                    value: value.to_vec(),
-                });
+                let urgent = count_outputs(&self.counters, &shard.outputs[before..]);
+                shard.journal.push_record(t as u8, off, ts, value);
+                self.emitted(p, before, urgent);
             }
             Err((code, reason)) => {
                 self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(topic = m.topic(), partition = p, offset = off, code, %reason, "dead-lettered");
+                if let Some(suppressed) = self.dlq_log.allow() {
+                    tracing::warn!(
+                        topic,
+                        partition = p,
+                        offset = off,
+                        code,
+                        %reason,
+                        suppressed,
+                        "dead-lettered (suppressed: earlier ones not logged; every one is on the dead-letter topic)"
+                    );
+                }
                 shard.dead.push(Dead {
-                    key: m.key().map(<[u8]>::to_vec),
+                    key: key.map(<[u8]>::to_vec),
                     value: value.to_vec(),
                     code,
                     reason,
-                    topic: m.topic().to_string(),
+                    topic: topic.to_string(),
                     partition: p,
                     offset: off,
                 });
@@ -485,6 +610,147 @@ impl Runtime {
         })
     }
 
+    /// The event-time frontier of partition `p` for topic `except`: the
+    /// earliest last-processed timestamp among the partition's other
+    /// input topics that are still behind their high watermark (as of the
+    /// last [`Runtime::pace`]); `i64::MAX` when none is.
+    fn frontier(&self, p: i32, except: usize) -> i64 {
+        self.behind.get(&p).map_or(i64::MAX, |b| {
+            b.iter()
+                .enumerate()
+                .filter(|(t, _)| *t != except)
+                .filter_map(|(_, ts)| *ts)
+                .min()
+                .unwrap_or(i64::MAX)
+        })
+    }
+
+    /// Keeps a partition's input topics in step by timestamp while it
+    /// catches up on a backlog. The consumer fetches topics independently,
+    /// so a sparse topic (alerts) would race ahead of a dense one
+    /// (metrics), push the partition's event time forward, and make the
+    /// dense topic's backlog late. A record more than `pace_slack` ahead of
+    /// the frontier (the slowest other input still behind its high
+    /// watermark: its first held record, or else its last decided one) is
+    /// held until the frontier comes near; held records are then decided
+    /// in timestamp order. A topic-partition that has delivered nothing
+    /// for 5 s counts as caught up, so a silent one holds nothing back for
+    /// long. At most `HOLD_LIMIT` records are held: past that, the
+    /// earliest goes on. Topic-partitions are not paused: a paused and
+    /// resumed partition is not fetched again by some brokers.
+    fn pace(&mut self, consumer: &BaseConsumer<Ctx>) {
+        let Ok(positions) = consumer.position() else {
+            return;
+        };
+        let mut behind = BTreeMap::new();
+        for (&p, shard) in &self.shards {
+            let mut b = [None; 6];
+            for (t, name) in self.topics.inputs().iter().enumerate() {
+                let key = (t as u8, p);
+                // A holding topic-partition's next record is its first
+                // held one.
+                if let Some(h) = self.held.get(&key).and_then(|q| q.front()) {
+                    b[t] = Some(h.ts.unwrap_or(i64::MIN));
+                    continue;
+                }
+                let pos = positions
+                    .find_partition(name, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .unwrap_or(-1)
+                    .max(shard.positions[t]);
+                let high = cached_high_watermark(consumer, name, p).unwrap_or(-1);
+                let quiet = self
+                    .last_seen
+                    .get(&key)
+                    .unwrap_or(&shard.assigned_at)
+                    .elapsed()
+                    >= StdDuration::from_secs(5);
+                // An unknown high watermark (no fetch answered yet) counts
+                // as behind, with nothing processed.
+                if (high < 0 || high > pos.max(0)) && !quiet {
+                    b[t] = Some(self.last_ts.get(&key).copied().unwrap_or(i64::MIN));
+                }
+            }
+            behind.insert(p, b);
+        }
+        self.behind = behind;
+        self.release(consumer, &positions);
+        self.held.retain(|_, q| !q.is_empty());
+        self.counters
+            .held
+            .store(self.held_count as u64, Ordering::Relaxed);
+    }
+
+    /// Decides the earliest held record whatever the frontier.
+    fn release_earliest(&mut self) {
+        let next = self
+            .held
+            .iter()
+            .filter_map(|(k, q)| q.front().map(|h| (h.ts.unwrap_or(i64::MIN), *k)))
+            .min();
+        let Some((_, key)) = next else { return };
+        let Some(h) = self.held.get_mut(&key).and_then(|q| q.pop_front()) else {
+            return;
+        };
+        self.held_count -= 1;
+        let (t, p) = (key.0 as usize, key.1);
+        if let Some(b) = self.behind.get_mut(&p) {
+            b[t] = self
+                .held
+                .get(&key)
+                .and_then(|q| q.front())
+                .map(|n| n.ts.unwrap_or(i64::MIN))
+                .or(h.ts);
+        }
+        self.process_input(t, p, h.offset, h.ts, h.key.as_deref(), &h.value);
+    }
+
+    /// Decides held records that the frontier has come near, earliest
+    /// first.
+    fn release(&mut self, consumer: &BaseConsumer<Ctx>, positions: &TopicPartitionList) {
+        let slack = self.cfg.pace_slack_ms;
+        loop {
+            let next = self
+                .held
+                .iter()
+                .filter_map(|(k, q)| q.front().map(|h| (h.ts.unwrap_or(i64::MIN), *k)))
+                .filter(|(ts, (t, p))| *ts <= self.frontier(*p, *t as usize).saturating_add(slack))
+                .min();
+            let Some((_, key)) = next else { break };
+            let Some(h) = self.held.get_mut(&key).and_then(|q| q.pop_front()) else {
+                break;
+            };
+            self.held_count -= 1;
+            let (t, p) = (key.0 as usize, key.1);
+            let next = match self.held.get(&key).and_then(|q| q.front()) {
+                Some(n) => Some(n.ts.unwrap_or(i64::MIN)),
+                None => {
+                    // Drained: behind its high watermark still, it is
+                    // where its last record was.
+                    let name = self.topics.inputs()[t];
+                    let pos = positions
+                        .find_partition(name, p)
+                        .and_then(|e| e.offset().to_raw())
+                        .unwrap_or(-1)
+                        .max(h.offset + 1);
+                    let high = cached_high_watermark(consumer, name, p).unwrap_or(-1);
+                    (high > pos).then_some(h.ts.unwrap_or(i64::MIN))
+                }
+            };
+            if let Some(b) = self.behind.get_mut(&p) {
+                b[t] = next;
+            }
+            self.process_input(
+                key.0 as usize,
+                key.1,
+                h.offset,
+                h.ts,
+                h.key.as_deref(),
+                &h.value,
+            );
+        }
+    }
+
     /// Ticks every caught-up partition whose event time is a tick behind
     /// the clock.
     fn tick(&mut self, consumer: &BaseConsumer<Ctx>) {
@@ -511,18 +777,50 @@ impl Runtime {
                 input: crate::records::Input::Tick,
             };
             let _ = shard.core.process(&rec, &mut shard.outputs);
-            count_outputs(&self.counters, &shard.outputs[before..]);
+            let urgent = count_outputs(&self.counters, &shard.outputs[before..]);
             self.counters.ticks.fetch_add(1, Ordering::Relaxed);
             shard.journal.push(&Entry::Tick { ts });
             shard.touched = true;
             self.pending += 1;
+            self.emitted(p, before, urgent);
             self.batch_started.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// Outputs of partition `p` from index `from` were just decided.
+    /// Under exactly-once they wait for the batch's transaction, which an
+    /// urgent one (a command, an escalation, an approval request) commits
+    /// at once. Under at-least-once they are sent now; the batch commit
+    /// flushes them before the journal and the offsets, so a crash before
+    /// that re-decides and re-sends them with the same ids.
+    fn emitted(&mut self, p: i32, from: usize, urgent: bool) {
+        if self.cfg.guarantee == Guarantee::ExactlyOnce {
+            self.urgent |= urgent;
+            return;
+        }
+        let Some(shard) = self.shards.get_mut(&p) else {
+            return;
+        };
+        if shard.outputs.len() <= from {
+            return;
+        }
+        let new: Vec<Emitted> = shard.outputs.drain(from..).collect();
+        let mut failed = Vec::new();
+        for e in new {
+            if let Err(err) = self.produce_output(&e) {
+                tracing::warn!(error = %err, "sending an output; retried at the batch commit");
+                failed.push(e);
+            }
+        }
+        if let Some(shard) = self.shards.get_mut(&p) {
+            shard.outputs.extend(failed);
         }
     }
 
     fn due(&self, idle: bool) -> bool {
         self.pending > 0
             && (idle
+                || self.urgent
                 || self.pending >= self.cfg.max_batch
                 || self
                     .batch_started
@@ -609,7 +907,10 @@ impl Runtime {
             self.producer
                 .send_offsets_to_transaction(&offsets, &meta, StdDuration::from_secs(30))
                 .map_err(LiveError::kafka("adding offsets to the transaction"))?;
-            let commit = self.producer.commit_transaction(StdDuration::from_secs(30));
+            // Delivered first with the prompt flush: the rdkafka crate's
+            // commit flushes in whole 100 ms polls.
+            let commit = super::flush_producer(&self.producer, StdDuration::from_secs(30))
+                .and_then(|()| self.producer.commit_transaction(StdDuration::from_secs(30)));
             if let Err(e) = commit {
                 let _ = self.producer.abort_transaction(StdDuration::from_secs(30));
                 return Err(LiveError::Kafka {
@@ -629,12 +930,12 @@ impl Runtime {
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.pending = 0;
         self.batch_started = None;
+        self.urgent = false;
         Ok(())
     }
 
     fn flush(&self, what: &str) -> Result<(), LiveError> {
-        self.producer
-            .flush(StdDuration::from_secs(30))
+        super::flush_producer(&self.producer, StdDuration::from_secs(30))
             .map_err(LiveError::kafka(format!("flushing {what}")))?;
         self.check_deliveries()
     }
@@ -684,13 +985,24 @@ impl Runtime {
     }
 }
 
-fn count_outputs(c: &EngineCounters, outs: &[Emitted]) {
+/// Counts outputs; true when one of them is urgent (a command, an
+/// escalation or an approval request).
+fn count_outputs(c: &EngineCounters, outs: &[Emitted]) -> bool {
+    if outs.is_empty() {
+        return false;
+    }
     c.outputs.fetch_add(outs.len() as u64, Ordering::Relaxed);
     let cmds = outs
         .iter()
         .filter(|e| matches!(e.output, Output::Command(_)))
         .count();
     c.commands.fetch_add(cmds as u64, Ordering::Relaxed);
+    outs.iter().any(|e| {
+        matches!(
+            e.output,
+            Output::Command(_) | Output::Escalation(_) | Output::ApprovalRequest(_)
+        )
+    })
 }
 
 fn run_once(
@@ -704,7 +1016,7 @@ fn run_once(
     let deliveries = Arc::new(Deliveries::default());
     let mut pc = cfg.kafka.producer_config()?;
     pc.set("client.id", &cfg.instance)
-        .set("linger.ms", "5")
+        .set("linger.ms", PRODUCER_LINGER_MS.to_string())
         .set("compression.type", "lz4")
         .set("message.max.bytes", "2000000");
     match cfg.guarantee {
@@ -751,8 +1063,14 @@ fn run_once(
         deliveries,
         shards: BTreeMap::new(),
         last_seen: BTreeMap::new(),
+        last_ts: BTreeMap::new(),
+        held: BTreeMap::new(),
+        held_count: 0,
+        behind: BTreeMap::new(),
+        dlq_log: LogLimit::default(),
         pending: 0,
         batch_started: None,
+        urgent: false,
         counters: counters.clone(),
     }));
     let mut cc = cfg.kafka.client_config()?;
@@ -790,6 +1108,7 @@ fn run_once(
 
     let result = (|| {
         let mut last_tick = Instant::now();
+        let mut last_pace = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let busy = rt.lock().map(|r| r.pending > 0).unwrap_or(false);
             let wait = if busy {
@@ -808,6 +1127,11 @@ fn run_once(
                 None => true,
                 Some(Ok(m)) => {
                     health.mark_up();
+                    if !rt.behind.contains_key(&m.partition()) {
+                        // A partition's first record: its inputs' positions
+                        // are needed before anything is decided.
+                        rt.pace(&consumer);
+                    }
                     rt.on_message(&m);
                     false
                 }
@@ -816,6 +1140,10 @@ fn run_once(
                     true
                 }
             };
+            if last_pace.elapsed() >= StdDuration::from_millis(20) {
+                rt.pace(&consumer);
+                last_pace = Instant::now();
+            }
             if last_tick.elapsed() >= StdDuration::from_millis(200) {
                 rt.tick(&consumer);
                 last_tick = Instant::now();
@@ -835,6 +1163,30 @@ fn run_once(
         consumer.unsubscribe();
     }
     result
+}
+
+/// Whether the broker commits Kafka transactions: a throwaway
+/// transactional producer commits one transaction holding an empty
+/// journal record (which replay skips).
+pub fn broker_has_transactions(kafka: &KafkaArgs) -> Result<bool, LiveError> {
+    let topics = kafka.topics();
+    let mut pc = kafka.producer_config()?;
+    pc.set(
+        "transactional.id",
+        format!("selfheal-probe-{}-{}", std::process::id(), wall_ms()),
+    )
+    .set("transaction.timeout.ms", "30000");
+    let producer: BaseProducer<ProducerCtx> = pc
+        .create_with_context(ProducerCtx {
+            health: Health::default(),
+            deliveries: Arc::default(),
+        })
+        .map_err(LiveError::kafka("creating the probe producer"))?;
+    match probe_transactions(&producer, &topics.journal) {
+        Ok(()) => Ok(true),
+        Err(LiveError::NoTransactions(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Initialises transactions and commits one transaction holding an empty

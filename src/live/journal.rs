@@ -102,21 +102,38 @@ impl Writer {
         self.entries == 0
     }
 
-    pub fn push(&mut self, e: &Entry) {
-        let need = match e {
-            Entry::Record { value, .. } => value.len() + 32,
-            _ => 32,
-        };
+    /// Journals an input record; the same as pushing an
+    /// [`Entry::Record`], without building one.
+    pub fn push_record(&mut self, topic: u8, offset: i64, ts: i64, value: &[u8]) {
+        let buf = self.chunk_for(value.len() + 32);
+        buf.push(TAG_RECORD | topic);
+        put_varint(buf, offset as u64);
+        put_varint(buf, zigzag(ts));
+        put_varint(buf, value.len() as u64);
+        buf.extend_from_slice(value);
+        self.entries += 1;
+    }
+
+    /// The chunk the next entry of `need` bytes goes into.
+    fn chunk_for(&mut self, need: usize) -> &mut Vec<u8> {
         let start_new = match self.chunks.last() {
             None => true,
             Some(c) => c.len() + need > MAX_RECORD_BYTES && c.len() > MAGIC.len(),
         };
         if start_new {
-            let mut c = Vec::with_capacity(4096);
+            let mut c = Vec::with_capacity(64 * 1024);
             c.extend_from_slice(MAGIC);
             self.chunks.push(c);
         }
-        let buf = self.chunks.last_mut().expect("a chunk was just ensured");
+        self.chunks.last_mut().expect("a chunk was just ensured")
+    }
+
+    pub fn push(&mut self, e: &Entry) {
+        let need = match e {
+            Entry::Record { value, .. } => value.len() + 32,
+            _ => 32,
+        };
+        let buf = self.chunk_for(need);
         match e {
             Entry::Record {
                 topic,

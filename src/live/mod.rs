@@ -12,6 +12,7 @@
 //! * [`verify`] — replaying the journals to check the audit topic.
 //! * [`wire`] — how records are framed on topics.
 
+pub mod bench;
 pub mod engine;
 pub mod executor;
 pub mod journal;
@@ -331,6 +332,45 @@ pub async fn create_topics(args: &KafkaArgs, partitions: i32) -> Result<(), Live
         }
     }
     Ok(())
+}
+
+/// Waits until every message produced so far is delivered or failed,
+/// serving the delivery reports. `Producer::flush` of the rdkafka crate
+/// waits in polls that always last their whole step (up to 100 ms); this
+/// one sends at once and returns within about a millisecond of the last
+/// delivery, which is what keeps the engine's batch commits short.
+pub fn flush_producer<C>(
+    producer: &rdkafka::producer::BaseProducer<C>,
+    timeout: StdDuration,
+) -> Result<(), KafkaError>
+where
+    C: rdkafka::producer::ProducerContext,
+{
+    use rdkafka::producer::Producer;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        // Serve the delivery reports already there (one event a call).
+        for _ in 0..256 {
+            if producer.in_flight_count() == 0 {
+                return Ok(());
+            }
+            let before = producer.in_flight_count();
+            producer.poll(StdDuration::ZERO);
+            if producer.in_flight_count() == before {
+                break;
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(KafkaError::Flush(
+                rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+            ));
+        }
+        // Sends whatever lingers and waits up to 1 ms for deliveries.
+        // SAFETY: the producer's handle is valid while `producer` lives.
+        unsafe {
+            rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), 1);
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch, from the wall clock.

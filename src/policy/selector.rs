@@ -20,6 +20,18 @@ pub struct Selector {
 }
 
 impl Selector {
+    /// Heap bytes of the names and values (capacities); compiled regexes
+    /// are shared with the policy and not counted.
+    pub fn heap_bytes(&self) -> usize {
+        self.metric.as_ref().map_or(0, String::capacity)
+            + self.matchers.capacity() * std::mem::size_of::<LabelMatcher>()
+            + self
+                .matchers
+                .iter()
+                .map(|m| m.name.capacity() + m.value.capacity())
+                .sum::<usize>()
+    }
+
     pub fn parse(s: &str) -> Result<Selector, String> {
         let mut p = Lexer {
             chars: s.chars().collect(),

@@ -47,6 +47,16 @@ fn content_hash(pairs: &[(String, String)]) -> u64 {
 }
 
 impl Labels {
+    /// Heap bytes held (capacities).
+    pub fn heap_bytes(&self) -> usize {
+        self.pairs.capacity() * std::mem::size_of::<(String, String)>()
+            + self
+                .pairs
+                .iter()
+                .map(|(k, v)| k.capacity() + v.capacity())
+                .sum::<usize>()
+    }
+
     pub fn new() -> Labels {
         Labels::from_sorted(Vec::new())
     }

@@ -95,9 +95,25 @@ impl SloSet {
         self.series.series_count()
     }
 
-    /// Heap bytes held by the windows of one SLO.
+    /// Heap bytes held by the windows of one SLO once it has traffic.
     pub fn window_bytes(&self, slo: usize) -> usize {
-        self.states[slo].windows.heap_bytes()
+        self.states[slo].windows.active_heap_bytes()
+    }
+
+    /// Heap and inline bytes of the whole burn-rate state: every SLO's
+    /// windows and flags, the series and the selector index. Capacities,
+    /// not lengths, are counted.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let states: usize = self
+            .states
+            .iter()
+            .map(|s| size_of::<SloState>() + s.windows.heap_bytes() + s.firing.len())
+            .sum();
+        states
+            + (self.states.capacity() - self.states.len()) * size_of::<SloState>()
+            + self.active.len() * 2 * size_of::<u32>()
+            + self.series.heap_bytes()
     }
 
     /// Feeds one sample observed at event time `ts`.

@@ -82,6 +82,31 @@ impl SelectorIndex {
         ix
     }
 
+    fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let entry = size_of::<(Feed, usize)>();
+        let list = |v: &Vec<(Feed, usize)>| v.capacity() * entry;
+        let names: usize = self
+            .by_name
+            .iter()
+            .map(|(k, n)| {
+                k.capacity()
+                    + list(&n.any_service)
+                    + n.by_service
+                        .iter()
+                        .map(|(s, v)| s.capacity() + list(v))
+                        .sum::<usize>()
+                    + n.by_service.capacity()
+                        * (size_of::<(String, Vec<(Feed, usize)>)>() + 1)
+            })
+            .sum();
+        self.selectors.capacity() * size_of::<Selector>()
+            + self.selectors.iter().map(Selector::heap_bytes).sum::<usize>()
+            + names
+            + self.by_name.capacity() * (size_of::<(String, NameIndex)>() + 1)
+            + list(&self.nameless)
+    }
+
     fn feeds(&self, name: &str, labels: &Labels) -> Box<[Feed]> {
         let mut out: Vec<Feed> = Vec::new();
         let mut consider = |list: &[(Feed, usize)]| {
@@ -140,6 +165,20 @@ impl SeriesStore {
 
     pub fn series_count(&self) -> usize {
         self.series.len()
+    }
+
+    /// Bytes held by the series and the selector index (capacities;
+    /// hash tables at one key, value and control byte per bucket).
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let series: usize = self
+            .series
+            .iter()
+            .map(|s| s.name.len() + s.labels.heap_bytes() + std::mem::size_of_val(&*s.feeds))
+            .sum::<usize>()
+            + self.series.capacity() * size_of::<SeriesState>();
+        let by_hash = self.by_hash.capacity() * (size_of::<(u64, usize)>() + 1);
+        series + by_hash + self.index.heap_bytes()
     }
 
     /// Records a sample and hands its increase (0 for a baseline) and the

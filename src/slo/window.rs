@@ -48,7 +48,11 @@ impl Sums {
 #[derive(Debug, Clone)]
 struct Ring {
     step: i64,
+    /// Empty until the first write: an SLO whose series live on another
+    /// partition's engine costs no ring memory there.
     slots: Box<[Sums]>,
+    /// Slots once allocated.
+    n: usize,
     /// Index of the latest boundary whose snapshot is written.
     last: Option<i64>,
     /// The slot of `last`.
@@ -62,7 +66,8 @@ impl Ring {
         let n = (span / step + 1) as usize;
         Ring {
             step,
-            slots: vec![Sums::default(); n].into_boxed_slice(),
+            slots: Box::default(),
+            n,
             last: None,
             last_slot: 0,
             next_at: 0,
@@ -70,7 +75,7 @@ impl Ring {
     }
 
     fn slot(&self, k: i64) -> usize {
-        k.rem_euclid(self.slots.len() as i64) as usize
+        k.rem_euclid(self.n as i64) as usize
     }
 
     /// Writes `cum` into every boundary after the last written one, up to
@@ -80,12 +85,12 @@ impl Ring {
             return;
         }
         let upto = t.div_euclid(self.step);
-        let n = self.slots.len() as i64;
+        let n = self.n as i64;
         let from = match self.last {
             Some(last) if last >= upto => return,
             Some(last) => (last + 1).max(upto - n + 1),
             None => {
-                self.slots.fill(cum);
+                self.slots = vec![cum; self.n].into_boxed_slice();
                 upto
             }
         };
@@ -105,6 +110,9 @@ impl Ring {
     /// Snapshot at boundary index `k`; `k` must be within the ring.
     fn at(&self, k: i64) -> Sums {
         let n = self.slots.len();
+        if n == 0 {
+            return Sums::default();
+        }
         // Counted back from the last boundary, without a division.
         let i = match self.last.map(|last| last - k) {
             Some(back) if (0..n as i64).contains(&back) => {
@@ -154,11 +162,19 @@ impl Windows {
         }
     }
 
-    /// Approximate heap bytes held, for the memory budget check.
+    /// Heap bytes held now: nothing until the first sample or
+    /// evaluation.
     pub fn heap_bytes(&self) -> usize {
         let slot = std::mem::size_of::<Sums>();
         let coarse = self.coarse.as_ref().map_or(0, |r| r.slots.len());
         (self.fine.slots.len() + coarse + self.period.slots.len()) * slot
+    }
+
+    /// Heap bytes held once the SLO has seen traffic (the memory budget).
+    pub fn active_heap_bytes(&self) -> usize {
+        let slot = std::mem::size_of::<Sums>();
+        let coarse = self.coarse.as_ref().map_or(0, |r| r.n);
+        (self.fine.n + coarse + self.period.n) * slot
     }
 
     fn sync(&mut self, t: i64) {
@@ -303,7 +319,10 @@ mod tests {
 
     #[test]
     fn thirty_day_slo_fits_in_32k() {
-        let w = Windows::new(Duration::days(3), Duration::days(30), false);
+        let mut w = Windows::new(Duration::days(3), Duration::days(30), false);
+        assert_eq!(w.heap_bytes(), 0, "no ring memory before traffic");
+        w.add(t(0), 1, 10);
+        assert_eq!(w.heap_bytes(), w.active_heap_bytes());
         assert!(w.heap_bytes() + std::mem::size_of::<Windows>() <= 32 * 1024);
     }
 }
