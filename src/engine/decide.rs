@@ -305,10 +305,7 @@ impl Engine {
             .or_default()
             .insert(alertname.clone());
         let policy = self.policy.clone();
-        let rb_index = policy
-            .runbooks
-            .iter()
-            .position(|r| r.matchers.iter().all(|m| m.matches_labels(&sig.labels)));
+        let rb_index = policy.runbook_for(&sig.labels);
         let id = ids::incident_id(&sig.service, &sig.fingerprint, sig.starts_at);
         let slo = sig
             .slo

@@ -4,7 +4,7 @@
 //! templates split into literal and label parts, per-runbook guardrails
 //! merged over the global ones.
 
-use crate::records::Severity;
+use crate::records::{Labels, Severity};
 use crate::time::Duration;
 
 use super::matcher::LabelMatcher;
@@ -34,6 +34,16 @@ pub struct Policy {
     /// Global guardrails (runbooks carry their merged copy).
     pub guardrails: Guardrails,
     pub approvers: Vec<String>,
+}
+
+impl Policy {
+    /// The runbook an incident with these trigger labels is handled by: the
+    /// first in file order whose `match` matchers all hold.
+    pub fn runbook_for(&self, labels: &Labels) -> Option<usize> {
+        self.runbooks
+            .iter()
+            .position(|r| r.matchers.iter().all(|m| m.matches_labels(labels)))
+    }
 }
 
 #[derive(Debug, Clone)]
