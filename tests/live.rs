@@ -537,7 +537,12 @@ fn backlog_is_decided_in_timestamp_order(k: &KafkaArgs, guarantee: &str) {
         true
     })
     .unwrap();
-    assert!(dead.is_empty(), "{} dead letters, first: {:?}", dead.len(), dead.first());
+    assert!(
+        dead.is_empty(),
+        "{} dead letters, first: {:?}",
+        dead.len(),
+        dead.first()
+    );
 }
 
 #[test]

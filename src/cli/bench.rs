@@ -108,8 +108,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let (_cluster, brokers, kind) = match &a.brokers {
         Some(b) => (None, b.clone(), format!("given ({b})")),
         None => {
-            let c = rdkafka::mocking::MockCluster::new(1)
-                .context("starting the embedded broker")?;
+            let c =
+                rdkafka::mocking::MockCluster::new(1).context("starting the embedded broker")?;
             let b = c.bootstrap_servers();
             (Some(c), b, "embedded (librdkafka mock cluster)".to_string())
         }

@@ -277,7 +277,12 @@ impl Gen {
                 ("code", code.to_string()),
                 (
                     "instance",
-                    format!("10.{}.{}.{}:9090", svc / 65536, (svc / 256) % 256, svc % 256),
+                    format!(
+                        "10.{}.{}.{}:9090",
+                        svc / 65536,
+                        (svc / 256) % 256,
+                        svc % 256
+                    ),
                 ),
                 ("job", "api".to_string()),
             ]),
@@ -572,10 +577,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
                     commands: l.commands,
                     p99_ms: l.p99_ms,
                     max_lag,
-                    rss_slope_mib_per_min_second_half: round(
-                        slope(&rss[rss.len() / 2..], 0.5),
-                        3,
-                    ),
+                    rss_slope_mib_per_min_second_half: round(slope(&rss[rss.len() / 2..], 0.5), 3),
                     rss_mib: rss,
                 })
             }
@@ -777,7 +779,9 @@ fn measure_engine(
     let deadline = Instant::now() + StdDuration::from_secs(900);
     let consumed_all = loop {
         if handle.is_finished() {
-            return Err(LiveError::Other("the engine stopped during the bench".into()));
+            return Err(LiveError::Other(
+                "the engine stopped during the bench".into(),
+            ));
         }
         if Instant::now() > deadline {
             return Err(LiveError::Other(format!(
@@ -805,7 +809,9 @@ fn measure_engine(
     // The last record counts once its batch is committed.
     while get(&counters.batches) == consumed_all && get(&counters.consumed) == total {
         if handle.is_finished() {
-            return Err(LiveError::Other("the engine stopped during the bench".into()));
+            return Err(LiveError::Other(
+                "the engine stopped during the bench".into(),
+            ));
         }
         std::thread::sleep(StdDuration::from_millis(1));
     }
@@ -822,6 +828,9 @@ fn measure_engine(
         dead_lettered: get(&counters.dead_lettered),
     })
 }
+
+/// Alerts sent and not yet answered: number -> (sent at, service, startsAt).
+type SentAlerts = HashMap<u64, (Instant, usize, i64)>;
 
 /// What a paced run measured.
 struct Driven {
@@ -870,7 +879,7 @@ fn drive(
 ) -> Result<Driven, LiveError> {
     let metrics_producer = producer(&cfg.kafka, 5)?;
     let alert_producer = producer(&cfg.kafka, 0)?;
-    let sent: Arc<Mutex<HashMap<u64, (Instant, usize, i64)>>> = Arc::default();
+    let sent: Arc<Mutex<SentAlerts>> = Arc::default();
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
@@ -935,14 +944,9 @@ fn drive(
                         detail: "bench".into(),
                         at: Some(Timestamp(now)),
                     });
-                    let resolved = Input::Alerts(vec![bench_alert(
-                        n,
-                        svc,
-                        starts,
-                        AlertStatus::Resolved,
-                    )]);
-                    for (topic, input) in [(&topics.results, result), (&topics.alerts, resolved)]
-                    {
+                    let resolved =
+                        Input::Alerts(vec![bench_alert(n, svc, starts, AlertStatus::Resolved)]);
+                    for (topic, input) in [(&topics.results, result), (&topics.alerts, resolved)] {
                         let value = wire::encode_input(&input, format).unwrap_or_default();
                         send(
                             &producer,
@@ -971,7 +975,9 @@ fn drive(
     let result = (|| {
         while started.elapsed() < length {
             if handle.is_finished() {
-                return Err(LiveError::Other("the engine stopped during the bench".into()));
+                return Err(LiveError::Other(
+                    "the engine stopped during the bench".into(),
+                ));
             }
             let t = started.elapsed().as_secs_f64();
             let due = (t * rate) as u64;

@@ -455,7 +455,8 @@ impl Runtime {
             return;
         }
         let ts = m.timestamp().to_millis();
-        let ahead = ts.is_some_and(|ts| ts > self.frontier(p, t).saturating_add(self.cfg.pace_slack_ms));
+        let ahead =
+            ts.is_some_and(|ts| ts > self.frontier(p, t).saturating_add(self.cfg.pace_slack_ms));
         let queued = self.held.get(&key).is_some_and(|q| !q.is_empty());
         if ahead || queued {
             // Held back, in offset order, until the partition's slower

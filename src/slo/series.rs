@@ -96,12 +96,15 @@ impl SelectorIndex {
                         .iter()
                         .map(|(s, v)| s.capacity() + list(v))
                         .sum::<usize>()
-                    + n.by_service.capacity()
-                        * (size_of::<(String, Vec<(Feed, usize)>)>() + 1)
+                    + n.by_service.capacity() * (size_of::<(String, Vec<(Feed, usize)>)>() + 1)
             })
             .sum();
         self.selectors.capacity() * size_of::<Selector>()
-            + self.selectors.iter().map(Selector::heap_bytes).sum::<usize>()
+            + self
+                .selectors
+                .iter()
+                .map(Selector::heap_bytes)
+                .sum::<usize>()
             + names
             + self.by_name.capacity() * (size_of::<(String, NameIndex)>() + 1)
             + list(&self.nameless)
