@@ -348,6 +348,24 @@ fn send(producer: &BaseProducer, mut rec: BaseRecord<'_, str, [u8]>) -> Result<(
     }
 }
 
+/// Sends a record of service `svc` (the key), stamped `ts`.
+fn send_for(
+    producer: &BaseProducer,
+    topic: &str,
+    svc: usize,
+    value: &[u8],
+    ts: i64,
+) -> Result<(), LiveError> {
+    let key = format!("svc{svc}");
+    send(
+        producer,
+        BaseRecord::to(topic)
+            .key(key.as_str())
+            .payload(value)
+            .timestamp(ts),
+    )
+}
+
 fn producer(kafka: &KafkaArgs, linger_ms: u32) -> Result<BaseProducer, LiveError> {
     let mut pc = kafka.producer_config()?;
     pc.set("linger.ms", linger_ms.to_string())
@@ -673,27 +691,13 @@ fn fill(
     for j in 0..cfg.samples {
         let ts = start_ts + (j as i64) * 60_000 / series;
         let (svc, value) = gen.metric(ts);
-        let key = format!("svc{svc}");
         bytes += value.len() as u64;
-        send(
-            &producer,
-            BaseRecord::to(&topics.metrics)
-                .key(key.as_str())
-                .payload(value.as_slice())
-                .timestamp(ts),
-        )?;
+        send_for(&producer, &topics.metrics, svc, &value, ts)?;
         records += 1;
         if cfg.alert_every > 0 && (j + 1) % cfg.alert_every == 0 {
             let (_, svc, value) = gen.alert(ts);
-            let key = format!("svc{svc}");
             bytes += value.len() as u64;
-            send(
-                &producer,
-                BaseRecord::to(&topics.alerts)
-                    .key(key.as_str())
-                    .payload(value.as_slice())
-                    .timestamp(ts),
-            )?;
+            send_for(&producer, &topics.alerts, svc, &value, ts)?;
             records += 1;
         }
         if j % 4096 == 0 {
@@ -937,7 +941,6 @@ fn drive(
                     }
                     // The executor's part: the fix succeeded, the alert resolves.
                     let now = wall_ms();
-                    let key = format!("svc{svc}");
                     let result = Input::Result(ActionResult {
                         command_id: c.id.clone(),
                         status: ResultStatus::Succeeded,
@@ -948,13 +951,7 @@ fn drive(
                         Input::Alerts(vec![bench_alert(n, svc, starts, AlertStatus::Resolved)]);
                     for (topic, input) in [(&topics.results, result), (&topics.alerts, resolved)] {
                         let value = wire::encode_input(&input, format).unwrap_or_default();
-                        send(
-                            &producer,
-                            BaseRecord::to(topic)
-                                .key(key.as_str())
-                                .payload(value.as_slice())
-                                .timestamp(now),
-                        )?;
+                        send_for(&producer, topic, svc, &value, now)?;
                     }
                     answered.fetch_add(2, Ordering::Relaxed);
                     producer.poll(StdDuration::ZERO);
@@ -985,14 +982,7 @@ fn drive(
             while records < due && burst < 2000 {
                 let ts = wall_ms();
                 let (svc, value) = gen.metric(ts);
-                let key = format!("svc{svc}");
-                send(
-                    &metrics_producer,
-                    BaseRecord::to(&topics.metrics)
-                        .key(key.as_str())
-                        .payload(value.as_slice())
-                        .timestamp(ts),
-                )?;
+                send_for(&metrics_producer, &topics.metrics, svc, &value, ts)?;
                 records += 1;
                 burst += 1;
             }
@@ -1000,17 +990,10 @@ fn drive(
             while alerts < due_alerts {
                 let ts = wall_ms();
                 let (n, svc, value) = gen.alert(ts);
-                let key = format!("svc{svc}");
                 if let Ok(mut s) = sent.lock() {
                     s.insert(n, (Instant::now(), svc, ts));
                 }
-                send(
-                    &alert_producer,
-                    BaseRecord::to(&topics.alerts)
-                        .key(key.as_str())
-                        .payload(value.as_slice())
-                        .timestamp(ts),
-                )?;
+                send_for(&alert_producer, &topics.alerts, svc, &value, ts)?;
                 alerts += 1;
             }
             metrics_producer.poll(StdDuration::ZERO);

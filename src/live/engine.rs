@@ -594,21 +594,41 @@ impl Runtime {
         let Some(shard) = self.shards.get(&p) else {
             return false;
         };
-        self.topics.inputs().iter().enumerate().all(|(t, name)| {
-            let pos = positions
-                .find_partition(name, p)
-                .and_then(|e| e.offset().to_raw())
-                .unwrap_or(-1)
-                .max(shard.positions[t]);
-            let high = cached_high_watermark(consumer, name, p).unwrap_or(-1);
-            let quiet = self
-                .last_seen
-                .get(&(t as u8, p))
-                .unwrap_or(&shard.assigned_at)
-                .elapsed()
-                >= StdDuration::from_secs(5);
-            (high >= 0 && pos >= high) || high == 0 || quiet
+        (0..6).all(|t| {
+            let (pos, high) = self.input_progress(consumer, positions, t, p, shard.positions[t]);
+            (high >= 0 && pos >= high) || high == 0 || self.quiet(t, p, shard)
         })
+    }
+
+    /// Input topic `t` of partition `p`: its position (the consumer's, or
+    /// `floor` when that is later) and its high watermark as of the last
+    /// fetch (-1 when unknown).
+    fn input_progress(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        positions: &TopicPartitionList,
+        t: usize,
+        p: i32,
+        floor: i64,
+    ) -> (i64, i64) {
+        let name = self.topics.inputs()[t];
+        let pos = positions
+            .find_partition(name, p)
+            .and_then(|e| e.offset().to_raw())
+            .unwrap_or(-1)
+            .max(floor);
+        let high = cached_high_watermark(consumer, name, p).unwrap_or(-1);
+        (pos, high)
+    }
+
+    /// Whether input topic `t` of partition `p` has delivered nothing for
+    /// 5 s (since assignment, if ever).
+    fn quiet(&self, t: usize, p: i32, shard: &Shard) -> bool {
+        self.last_seen
+            .get(&(t as u8, p))
+            .unwrap_or(&shard.assigned_at)
+            .elapsed()
+            >= StdDuration::from_secs(5)
     }
 
     /// The event-time frontier of partition `p` for topic `except`: the
@@ -645,33 +665,20 @@ impl Runtime {
         };
         let mut behind = BTreeMap::new();
         for (&p, shard) in &self.shards {
-            let mut b = [None; 6];
-            for (t, name) in self.topics.inputs().iter().enumerate() {
+            let b: [Option<i64>; 6] = std::array::from_fn(|t| {
                 let key = (t as u8, p);
                 // A holding topic-partition's next record is its first
                 // held one.
                 if let Some(h) = self.held.get(&key).and_then(|q| q.front()) {
-                    b[t] = Some(h.ts.unwrap_or(i64::MIN));
-                    continue;
+                    return Some(h.ts.unwrap_or(i64::MIN));
                 }
-                let pos = positions
-                    .find_partition(name, p)
-                    .and_then(|e| e.offset().to_raw())
-                    .unwrap_or(-1)
-                    .max(shard.positions[t]);
-                let high = cached_high_watermark(consumer, name, p).unwrap_or(-1);
-                let quiet = self
-                    .last_seen
-                    .get(&key)
-                    .unwrap_or(&shard.assigned_at)
-                    .elapsed()
-                    >= StdDuration::from_secs(5);
+                let (pos, high) =
+                    self.input_progress(consumer, &positions, t, p, shard.positions[t]);
                 // An unknown high watermark (no fetch answered yet) counts
                 // as behind, with nothing processed.
-                if (high < 0 || high > pos.max(0)) && !quiet {
-                    b[t] = Some(self.last_ts.get(&key).copied().unwrap_or(i64::MIN));
-                }
-            }
+                ((high < 0 || high > pos.max(0)) && !self.quiet(t, p, shard))
+                    .then(|| self.last_ts.get(&key).copied().unwrap_or(i64::MIN))
+            });
             behind.insert(p, b);
         }
         self.behind = behind;
@@ -728,13 +735,7 @@ impl Runtime {
                 None => {
                     // Drained: behind its high watermark still, it is
                     // where its last record was.
-                    let name = self.topics.inputs()[t];
-                    let pos = positions
-                        .find_partition(name, p)
-                        .and_then(|e| e.offset().to_raw())
-                        .unwrap_or(-1)
-                        .max(h.offset + 1);
-                    let high = cached_high_watermark(consumer, name, p).unwrap_or(-1);
+                    let (pos, high) = self.input_progress(consumer, positions, t, p, h.offset + 1);
                     (high > pos).then_some(h.ts.unwrap_or(i64::MIN))
                 }
             };
