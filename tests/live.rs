@@ -309,6 +309,7 @@ runbooks:
                 status: selfheal::records::ResultStatus::Succeeded,
                 detail: "restarted".into(),
                 at: None,
+                previous: Default::default(),
             });
             let v =
                 selfheal::live::wire::encode_input(&r, selfheal::live::wire::Format::Avro).unwrap();
