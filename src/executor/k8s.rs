@@ -35,9 +35,6 @@ use super::capture::truncate;
 use super::ActionError;
 use crate::records::Command;
 
-/// Action kinds handled here.
-pub const K8S_KINDS: &[&str] = &["k8s.rollout_restart", "k8s.scale", "k8s.delete_pod"];
-
 /// The pod template annotation `kubectl rollout restart` sets.
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 

@@ -59,7 +59,7 @@ use crate::time::Timestamp;
 pub use handlers::{
     ExecHandler, Handler, HandlerError, Handlers, HttpHandler, SpecError, BUILTIN_KINDS,
 };
-pub use k8s::{K8sSettings, K8S_KINDS};
+pub use k8s::K8sSettings;
 pub use template::{RenderError, Template, TemplateSyntaxError, UrlTemplate, UrlTemplateError};
 
 /// Output and body bytes kept for a detail, by default.
