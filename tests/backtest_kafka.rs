@@ -367,6 +367,7 @@ runbooks:
                 status: selfheal::records::ResultStatus::Succeeded,
                 detail: "restarted".into(),
                 at: None,
+                previous: Default::default(),
             });
             let v = wire::encode_input(&r, Format::Avro).unwrap();
             selfheal::live::tools::publish(&p, &k.topics().results, &c.service, &v, "result", None)

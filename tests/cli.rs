@@ -59,6 +59,43 @@ fn check_lists_every_problem_with_its_place() {
     }
 }
 
+#[test]
+fn check_reports_kubernetes_problems_and_previous_outside_rollbacks() {
+    let p = tmp("bad-k8s-policy.yaml");
+    std::fs::write(
+        &p,
+        "kubernetes: {namespaces: [shop], resources: ['deployment/checkout'], max_replicas: 10}\nrunbooks:\n  - name: r\n    match: ['alertname=\"A\"']\n    tier: 1\n    action: {kind: k8s.scale, target: 'shop/checkout', params: {replicas: '{{ previous.replicas }}'}}\n    rollback: {kind: k8s.delete_pod, target: 'kube-system/dns-1'}\n",
+    )
+    .expect("write");
+    let out = bin()
+        .args(["check", "--policy"])
+        .arg(&p)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "bad-k8s-policy.yaml:6:",
+        "runbooks[0].action.params.replicas: `previous.replicas` is only available in a rollback",
+        "bad-k8s-policy.yaml:7:",
+        "runbooks[0].rollback.target: not allowed: namespace \"kube-system\"",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    // The same runbook reading `previous` in its rollback is fine.
+    std::fs::write(
+        &p,
+        "kubernetes: {namespaces: [shop], resources: ['deployment/checkout'], max_replicas: 10}\nrunbooks:\n  - name: r\n    match: ['alertname=\"A\"']\n    tier: 1\n    action: {kind: k8s.scale, target: 'shop/checkout', params: {replicas: '+1'}}\n    rollback: {kind: k8s.scale, target: 'shop/checkout', params: {replicas: '{{ previous.replicas }}'}}\n",
+    )
+    .expect("write");
+    let out = bin()
+        .args(["check", "--policy"])
+        .arg(&p)
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
 fn scenario(name: &str) -> PathBuf {
     root().join("tests/scenarios").join(name)
 }

@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -309,6 +310,7 @@ runbooks:
                 status: selfheal::records::ResultStatus::Succeeded,
                 detail: "restarted".into(),
                 at: None,
+                previous: Default::default(),
             });
             let v =
                 selfheal::live::wire::encode_input(&r, selfheal::live::wire::Format::Avro).unwrap();
@@ -447,6 +449,118 @@ fn an_executor_does_not_start_a_command_past_its_deadline() {
     let counts = handler.counts();
     assert_eq!(counts.get("cmd-due"), Some(&1));
     assert!(!counts.contains_key("cmd-late"));
+}
+
+/// A fake Kubernetes API server with deployment shop/checkout at 3
+/// replicas; returns its kubeconfig and the bodies of the PATCHes it got.
+fn fake_kube_api(rt: &tokio::runtime::Runtime) -> (std::path::PathBuf, Arc<Mutex<Vec<String>>>) {
+    use axum::routing::get;
+    let patches: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = patches.clone();
+    let scale = |n: i64| {
+        axum::Json(serde_json::json!({
+            "apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": {"name": "checkout", "namespace": "shop"},
+            "spec": {"replicas": n}, "status": {"replicas": n},
+        }))
+    };
+    let app = axum::Router::new().route(
+        "/apis/apps/v1/namespaces/shop/deployments/checkout/scale",
+        get(move || async move { scale(3) }).patch(move |body: String| async move {
+            let n = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["spec"]["replicas"].as_i64())
+                .unwrap_or(-1);
+            seen.lock().unwrap().push(body);
+            scale(n)
+        }),
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let kubeconfig = policy_file(
+        "kubeconfig",
+        &format!("apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{addr}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: u\ncurrent-context: fake\nusers:\n- name: u\n  user:\n    token: t\n"),
+    );
+    (kubeconfig, patches)
+}
+
+#[test]
+fn an_executor_scales_a_deployment_and_reports_the_previous_count() {
+    let Some(b) = real_broker() else { return };
+    let k = setup(&b, "k8s-scale", 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (kubeconfig, patches) = fake_kube_api(&rt);
+    let mut a = vec!["executor".to_string()];
+    a.extend(kafka_flags(&k));
+    a.extend([
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--k8s-namespaces".into(),
+        "shop,web".into(),
+        "--group".into(),
+        format!("{}executor", k.topic_prefix),
+        "-X".into(),
+        "session.timeout.ms=6000".into(),
+    ]);
+    let _exec = spawn("executor", &a);
+    let cmd = selfheal::records::Command {
+        id: "cmd-scale".into(),
+        incident: "inc-1".into(),
+        runbook: "scale-checkout".into(),
+        action: "k8s.scale".into(),
+        target: "shop/checkout".into(),
+        params: [("replicas", "+2"), ("max_replicas", "20")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        args: Vec::new(),
+        tier: 1,
+        deadline: selfheal::time::Timestamp(selfheal::live::wall_ms() + 600_000),
+        timeout: "30s".into(),
+        rollback_of: None,
+        service: "checkout".into(),
+    };
+    rt.block_on(async {
+        let p = selfheal::live::tools::producer(&k).unwrap();
+        let v = selfheal::live::wire::encode_output(
+            &selfheal::records::Output::Command(cmd),
+            selfheal::live::wire::Format::Avro,
+        );
+        selfheal::live::tools::publish(&p, &k.topics().actions, "checkout", &v, "command", None)
+            .await
+            .unwrap();
+    });
+    let result = wait_for("the result", Duration::from_secs(60), || {
+        let mut found = None;
+        selfheal::live::tools::scan_topic(&k, &k.topics().results, false, |_, value| {
+            if let Ok(selfheal::records::Input::Result(r)) =
+                selfheal::records::avro::decode_value(selfheal::records::InputKind::Result, value)
+            {
+                found = Some(r);
+            }
+            true
+        })
+        .unwrap();
+        found
+    });
+    assert_eq!(result.command_id, "cmd-scale");
+    assert_eq!(
+        result.status,
+        selfheal::records::ResultStatus::Succeeded,
+        "{}",
+        result.detail
+    );
+    assert_eq!(
+        result.previous.get("replicas").map(String::as_str),
+        Some("3")
+    );
+    assert_eq!(*patches.lock().unwrap(), [r#"{"spec":{"replicas":5}}"#]);
+    let _ = std::fs::remove_file(kubeconfig);
 }
 
 const BACKLOG_POLICY: &str = r#"

@@ -255,3 +255,60 @@ fn not_a_container_file_is_refused() {
     assert!(AvroFile::new(&b"{\"ts\":1}\n"[..], None).is_err());
     assert!(AvroFile::new(&b"Obj\x01"[..], None).is_err());
 }
+
+/// The replay record schema as it was before ActionResult had `previous`.
+fn replay_schema_before_previous() -> apache_avro::Schema {
+    let mut j: serde_json::Value =
+        serde_json::from_str(envelope::SCHEMA_TEXT).expect("the schema is JSON");
+    let branches = j["fields"][2]["type"]
+        .as_array_mut()
+        .expect("data is a union");
+    let result = branches
+        .iter_mut()
+        .find(|b| b["name"] == "ActionResult")
+        .expect("an ActionResult branch");
+    let fields = result["fields"].as_array_mut().expect("fields");
+    let last = fields.pop().expect("a last field");
+    assert_eq!(last["name"], "previous");
+    apache_avro::Schema::parse(&j).expect("the old schema parses")
+}
+
+#[test]
+fn replay_files_written_before_results_had_previous_still_read() {
+    let old = replay_schema_before_previous();
+    let result = |command_id: &str| {
+        Avro::Record(vec![
+            ("ts".into(), Avro::TimestampMillis(T0)),
+            ("kind".into(), Avro::Enum(3, "result".into())),
+            (
+                "data".into(),
+                Avro::Union(
+                    5,
+                    Box::new(Avro::Record(vec![
+                        ("command_id".into(), Avro::String(command_id.into())),
+                        ("status".into(), Avro::Enum(0, "succeeded".into())),
+                        ("detail".into(), Avro::String("done".into())),
+                        ("at".into(), Avro::Union(0, Box::new(Avro::Null))),
+                    ])),
+                ),
+            ),
+        ])
+    };
+    let mut w = apache_avro::Writer::new(&old, Vec::new());
+    w.append(result("cmd-1")).expect("ok");
+    w.append(metric_value(T0 + 1000, "web", "2")).expect("ok");
+    let bytes = w.into_inner().expect("in memory");
+    let mut src = avro_source(bytes);
+    let Some(Item::Record(r)) = src.next_item().expect("in memory") else {
+        panic!("no first record")
+    };
+    let selfheal::records::Input::Result(res) = r.input else {
+        panic!("not a result: {:?}", r.input)
+    };
+    assert_eq!(res.command_id, "cmd-1");
+    assert!(res.previous.is_empty());
+    let Some(Item::Record(m)) = src.next_item().expect("in memory") else {
+        panic!("no second record")
+    };
+    assert_eq!(m.ts.0, T0 + 1000);
+}

@@ -319,6 +319,7 @@ impl Backtest {
                 status,
                 detail: "assumed by backtest".into(),
                 at: Some(at),
+                previous: Default::default(),
             }),
         );
         // An assumed success clears the trigger of a first action (not of

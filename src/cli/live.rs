@@ -156,10 +156,28 @@ pub struct ExecutorArgs {
     /// Value encoding of the results.
     #[arg(long, value_enum, default_value = "avro")]
     pub format: Format,
+    /// Kubeconfig for the k8s.* actions; without it the in-cluster service
+    /// account or the usual kubeconfig (KUBECONFIG, ~/.kube/config) is used.
+    #[arg(long, env = "SELFHEAL_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Send every Kubernetes write with dryRun=All: the API server
+    /// validates it and changes nothing.
+    #[arg(long)]
+    pub k8s_dry_run: bool,
+    /// Namespaces the k8s.* actions may touch (comma-separated); any when
+    /// not given.
+    #[arg(long, value_delimiter = ',')]
+    pub k8s_namespaces: Option<Vec<String>>,
 }
 
 pub fn executor(a: ExecutorArgs) -> anyhow::Result<i32> {
-    let runner = build_runner(a.handlers.as_ref(), a.handler_url.as_deref())?;
+    let runner = build_runner(a.handlers.as_ref(), a.handler_url.as_deref())?.k8s(
+        selfheal::executor::K8sSettings {
+            kubeconfig: a.kubeconfig,
+            dry_run: a.k8s_dry_run,
+            namespaces: a.k8s_namespaces,
+        },
+    );
     let mut cfg = ExecutorConfig::new(a.kafka);
     cfg.group = a.group;
     if let Some(i) = a.instance {

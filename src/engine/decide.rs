@@ -77,21 +77,31 @@ pub(crate) struct Rendered {
     pub args: Vec<String>,
 }
 
-/// Renders an action's target, params and args from the trigger's labels.
+/// Renders an action's target, params and args from the trigger's labels
+/// and, for a rollback, the `previous` values the result of the command it
+/// undoes recorded. A `k8s.scale` command gets the runbook's
+/// `kubernetes.max_replicas` as its `max_replicas` param.
 pub(crate) fn render(
     spec: &ActionSpec,
     labels: &Labels,
     annotations: &Labels,
+    previous: Option<&BTreeMap<String, String>>,
+    kubernetes: Option<&crate::policy::Kubernetes>,
 ) -> Result<Rendered, crate::policy::TemplateError> {
-    let target = spec.target.render(labels, annotations)?;
+    let target = spec.target.render_with(labels, annotations, previous)?;
     let mut params = BTreeMap::new();
     for (k, t) in &spec.params {
-        params.insert(k.clone(), t.render(labels, annotations)?);
+        params.insert(k.clone(), t.render_with(labels, annotations, previous)?);
+    }
+    if spec.kind == "k8s.scale" {
+        if let Some(m) = kubernetes.and_then(|k| k.max_replicas) {
+            params.insert("max_replicas".to_string(), m.to_string());
+        }
     }
     let args = spec
         .args
         .iter()
-        .map(|t| t.render(labels, annotations))
+        .map(|t| t.render_with(labels, annotations, previous))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Rendered {
         target,
@@ -395,7 +405,13 @@ impl Engine {
             return;
         };
         let service = inc.service.clone();
-        let rendered = render(&rb.action, &inc.trigger.labels, &inc.annotations);
+        let rendered = render(
+            &rb.action,
+            &inc.trigger.labels,
+            &inc.annotations,
+            None,
+            rb.kubernetes.as_ref(),
+        );
         let Rendered {
             target,
             params,

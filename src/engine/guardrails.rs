@@ -54,6 +54,20 @@ pub fn evaluate(
             format!("target {target:?} is not in the runbook's allow_targets")
         },
     ));
+    if runbook.action.kind.starts_with("k8s.") {
+        let allowed = match &runbook.kubernetes {
+            None => Err("no `kubernetes:` section allows Kubernetes actions".to_string()),
+            Some(k) => k.allows(&runbook.action.kind, target),
+        };
+        checks.push(match allowed {
+            Ok(()) => check(
+                "kubernetes",
+                true,
+                format!("{} {target} allowed", runbook.action.kind),
+            ),
+            Err(e) => check("kubernetes", false, e),
+        });
+    }
     let stale = stale(policy, slos, runbook, now);
     let stale_failed = stale.as_ref().is_some_and(|c| !c.passed);
     if let Some(c) = stale {

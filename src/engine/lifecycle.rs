@@ -136,6 +136,9 @@ impl Engine {
             return self.commit(d, out);
         }
         cmd.outcome = r.status.as_str().to_string();
+        if r.status == ResultStatus::Succeeded {
+            cmd.previous = r.previous.clone();
+        }
         let rollback_of = cmd.rollback_of.clone();
         let what = format!("{} {}", cmd.action, cmd.target);
         self.cancel_timer(TimerKind::ResultTimeout, &r.command_id);
@@ -438,6 +441,7 @@ impl Engine {
         let Some(main) = main else { return };
         main.outcome = "succeeded_unconfirmed".into();
         let main_id = main.id.clone();
+        let previous = main.previous.clone();
         let service = inc.service.clone();
         let mut d = Decision::new(
             t,
@@ -451,9 +455,27 @@ impl Engine {
         d.reason(why.clone());
         if let Some(spec) = &rb.rollback {
             let labels = inc.trigger.labels.clone();
-            match render(spec, &labels, &inc.annotations) {
+            let rendered = render(
+                spec,
+                &labels,
+                &inc.annotations,
+                Some(&previous),
+                rb.kubernetes.as_ref(),
+            );
+            let k8s_refusal = match &rendered {
+                Ok(r) if spec.kind.starts_with("k8s.") => match &rb.kubernetes {
+                    None => Some("no `kubernetes:` section allows it".to_string()),
+                    Some(k) => k.allows(&spec.kind, &r.target).err(),
+                },
+                _ => None,
+            };
+            match rendered {
                 Err(e) => {
                     d.reason(format!("rollback not possible: {e}"));
+                }
+                Ok(_) if k8s_refusal.is_some() => {
+                    let why = k8s_refusal.unwrap_or_default();
+                    d.reason(format!("rollback not possible: {why}"));
                 }
                 Ok(_) if self.state.kill_switch(&service, &rb.name, t).is_some() => {
                     d.reason("rollback blocked by the kill switch");

@@ -30,6 +30,8 @@ pub struct CommandInfo {
     pub rollback_of: Option<String>,
     /// `pending`, `awaiting_approval`, a result status, or `no_result`.
     pub outcome: String,
+    /// What its succeeded result recorded as the state it replaced.
+    pub previous: BTreeMap<String, String>,
 }
 
 impl CommandInfo {
@@ -40,6 +42,7 @@ impl CommandInfo {
             target: cmd.target.clone(),
             rollback_of: cmd.rollback_of.clone(),
             outcome: outcome.to_string(),
+            previous: BTreeMap::new(),
         }
     }
 

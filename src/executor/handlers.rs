@@ -162,7 +162,7 @@ impl Handlers {
 
     /// Adds or replaces the handler for `kind`. Built-in kinds are refused.
     pub fn set(&mut self, kind: &str, handler: Handler) -> Result<(), SpecError> {
-        if BUILTIN_KINDS.contains(&kind) {
+        if BUILTIN_KINDS.contains(&kind) || kind.starts_with("k8s.") {
             return Err(SpecError::Builtin(kind.to_string()));
         }
         self.kinds.insert(kind.to_string(), handler);
@@ -171,7 +171,7 @@ impl Handlers {
 
     /// The handler for a non-built-in `kind`.
     pub fn get(&self, kind: &str) -> Option<&Handler> {
-        if BUILTIN_KINDS.contains(&kind) {
+        if BUILTIN_KINDS.contains(&kind) || kind.starts_with("k8s.") {
             return None;
         }
         self.kinds.get(kind).or(self.default.as_ref())

@@ -17,6 +17,8 @@
 //! * `probe` — a GET of `params.url` or `cmd.target`, with
 //!   `params.expect_status` (default `2xx`), an optional
 //!   `params.expect_body` substring, and `header.NAME` params.
+//! * `k8s.rollout_restart`, `k8s.scale`, `k8s.delete_pod` — Kubernetes API
+//!   calls on target `NAMESPACE/NAME`; see the `k8s` module.
 //! * anything else (`restart`, `scale`, `failover`, `cache_invalidate`, …)
 //!   — the [`Handler`] configured for that kind in [`Handlers`], or the
 //!   default handler.
@@ -40,12 +42,15 @@ mod actions;
 mod capture;
 pub mod handlers;
 mod http;
+pub mod k8s;
 mod process;
 pub mod template;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::records::{ActionResult, Command, ResultStatus};
@@ -54,6 +59,7 @@ use crate::time::Timestamp;
 pub use handlers::{
     ExecHandler, Handler, HandlerError, Handlers, HttpHandler, SpecError, BUILTIN_KINDS,
 };
+pub use k8s::K8sSettings;
 pub use template::{RenderError, Template, TemplateSyntaxError, UrlTemplate, UrlTemplateError};
 
 /// Output and body bytes kept for a detail, by default.
@@ -67,6 +73,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Outcome {
     pub status: ResultStatus,
     pub detail: String,
+    /// State the action replaced (see [`ActionResult::previous`]).
+    pub previous: BTreeMap<String, String>,
 }
 
 impl Outcome {
@@ -74,6 +82,7 @@ impl Outcome {
         Outcome {
             status: ResultStatus::Succeeded,
             detail: detail.into(),
+            previous: BTreeMap::new(),
         }
     }
 
@@ -81,6 +90,7 @@ impl Outcome {
         Outcome {
             status: ResultStatus::Failed,
             detail: detail.into(),
+            previous: BTreeMap::new(),
         }
     }
 
@@ -88,6 +98,7 @@ impl Outcome {
         Outcome {
             status: ResultStatus::TimedOut,
             detail: detail.into(),
+            previous: BTreeMap::new(),
         }
     }
 
@@ -98,6 +109,7 @@ impl Outcome {
             status: self.status,
             detail: self.detail.clone(),
             at,
+            previous: self.previous.clone(),
         }
     }
 }
@@ -116,6 +128,7 @@ pub struct Runner {
     handlers: Handlers,
     max_output: usize,
     default_timeout: Duration,
+    k8s: Arc<k8s::K8s>,
 }
 
 impl Runner {
@@ -137,7 +150,15 @@ impl Runner {
             handlers,
             max_output: DEFAULT_MAX_OUTPUT,
             default_timeout: DEFAULT_TIMEOUT,
+            k8s: Arc::default(),
         }
+    }
+
+    /// How Kubernetes actions reach the cluster. The client itself is
+    /// built on the first Kubernetes command.
+    pub fn k8s(mut self, settings: K8sSettings) -> Runner {
+        self.k8s = Arc::new(k8s::K8s::new(settings));
+        self
     }
 
     /// Bytes of stdout, stderr or response body kept for a detail.
@@ -189,7 +210,21 @@ pub(crate) enum ActionError {
 /// kind come back as a `failed` or `timed_out` outcome.
 pub async fn run(cmd: &Command, ctx: &Runner) -> Outcome {
     let timeout = ctx.timeout_for(cmd);
+    let mut previous = BTreeMap::new();
     let result = match cmd.action.as_str() {
+        kind if kind.starts_with("k8s.") => {
+            match tokio::time::timeout(timeout, k8s::run(cmd, &ctx.k8s)).await {
+                Ok(Ok((detail, prev))) => {
+                    previous = prev;
+                    Ok(detail)
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ActionError::TimedOut(format!(
+                    "timed out after {}; the Kubernetes API call was abandoned",
+                    fmt_duration(timeout)
+                ))),
+            }
+        }
         "exec" => actions::exec(cmd, ctx, timeout).await,
         "http" => actions::http(cmd, ctx, timeout).await,
         "probe" => actions::probe(cmd, ctx, timeout).await,
@@ -200,11 +235,12 @@ pub async fn run(cmd: &Command, ctx: &Runner) -> Outcome {
             ))),
         },
     };
-    let outcome = match result {
+    let mut outcome = match result {
         Ok(detail) => Outcome::succeeded(detail),
         Err(ActionError::Failed(d)) => Outcome::failed(d),
         Err(ActionError::TimedOut(d)) => Outcome::timed_out(d),
     };
+    outcome.previous = previous;
     tracing::info!(
         command = %cmd.id,
         action = %cmd.action,

@@ -946,6 +946,7 @@ fn drive(
                         status: ResultStatus::Succeeded,
                         detail: "bench".into(),
                         at: Some(Timestamp(now)),
+                        previous: Default::default(),
                     });
                     let resolved =
                         Input::Alerts(vec![bench_alert(n, svc, starts, AlertStatus::Resolved)]);

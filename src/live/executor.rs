@@ -249,14 +249,11 @@ impl Shared {
         let now = wall_ms();
         let outcome = if now > cmd.deadline.0 {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
-            Outcome {
-                status: ResultStatus::TimedOut,
-                detail: format!(
-                    "not started: deadline {} had passed when the executor got it at {}",
-                    cmd.deadline,
-                    Timestamp(now)
-                ),
-            }
+            Outcome::timed_out(format!(
+                "not started: deadline {} had passed when the executor got it at {}",
+                cmd.deadline,
+                Timestamp(now)
+            ))
         } else {
             self.counters.started.fetch_add(1, Ordering::Relaxed);
             tracing::info!(command = %cmd.id, action = %cmd.action, target = %cmd.target, "running");
@@ -273,6 +270,7 @@ impl Shared {
             status: outcome.status,
             detail: outcome.detail,
             at: Some(Timestamp(wall_ms())),
+            previous: outcome.previous,
         });
         let Some(value) = wire::encode_input(&result, self.cfg.format) else {
             return;

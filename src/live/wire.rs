@@ -106,8 +106,15 @@ pub fn input_json(input: &Input) -> Option<serde_json::Value> {
             status,
             detail,
             at,
-        }) => json!({"command_id": command_id, "status": status.as_str(),
-                     "detail": detail, "at": opt(*at)}),
+            previous,
+        }) => {
+            let mut v = json!({"command_id": command_id, "status": status.as_str(),
+                               "detail": detail, "at": opt(*at)});
+            if !previous.is_empty() {
+                v["previous"] = json!(previous);
+            }
+            v
+        }
         Input::Approval(Approval {
             command_id,
             decision,
@@ -230,6 +237,14 @@ mod tests {
                 status: ResultStatus::TimedOut,
                 detail: "timed out after 30s".into(),
                 at,
+                previous: Default::default(),
+            }),
+            Input::Result(ActionResult {
+                command_id: "c3".into(),
+                status: ResultStatus::Succeeded,
+                detail: "scaled shop/checkout from 3 to 5 replicas".into(),
+                at,
+                previous: [("replicas".to_string(), "3".to_string())].into(),
             }),
             Input::Approval(Approval {
                 command_id: "c2".into(),

@@ -18,11 +18,12 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::model::{Guardrails, Policy, RateLimit};
+use super::model::{Guardrails, Kubernetes, Policy, RateLimit, ResourcePattern, K8S_ACTIONS};
 use node::Node;
 use read::{index, Ctx, Fields};
 
-const TOP_KEYS: &[&str] = &["slos", "runbooks", "guardrails", "approvers"];
+const TOP_KEYS: &[&str] = &["slos", "runbooks", "guardrails", "approvers", "kubernetes"];
+const KUBERNETES_KEYS: &[&str] = &["namespaces", "resources", "max_replicas"];
 const GUARDRAIL_KEYS: &[&str] = &[
     "max_actions_per_target",
     "cooldown",
@@ -113,6 +114,7 @@ pub fn parse(src: &str, file: &str) -> Result<Policy, Problems> {
         runbooks: Vec::new(),
         guardrails: Guardrails::default(),
         approvers: Vec::new(),
+        kubernetes: None,
     }))
 }
 
@@ -129,12 +131,24 @@ fn read_policy(cx: &mut Ctx, root: &Node, version: String) -> Option<Policy> {
         Some(n) => read_guardrails(cx, n, "guardrails", Guardrails::default()),
         None => Guardrails::default(),
     };
+    // A section with problems is reported; runbooks are still read, and
+    // not blamed for lacking one.
+    let kubernetes = f
+        .get("kubernetes")
+        .map(|n| read_kubernetes(cx, n, "kubernetes"));
     let (slos, slo_names) = match f.get("slos") {
         Some(n) => slos::read_slos(cx, n, "slos"),
         None => (Vec::new(), Vec::new()),
     };
     let runbooks = match f.get("runbooks") {
-        Some(n) => runbooks::read_runbooks(cx, n, "runbooks", &slo_names, &guardrails),
+        Some(n) => runbooks::read_runbooks(
+            cx,
+            n,
+            "runbooks",
+            &slo_names,
+            &guardrails,
+            kubernetes.as_ref(),
+        ),
         None => Vec::new(),
     };
     let approvers = match f.get("approvers") {
@@ -147,6 +161,108 @@ fn read_policy(cx: &mut Ctx, root: &Node, version: String) -> Option<Policy> {
         runbooks,
         guardrails,
         approvers,
+        kubernetes: kubernetes.flatten(),
+    })
+}
+
+/// A `kubernetes:` section (global or a runbook's).
+fn read_kubernetes(cx: &mut Ctx, node: &Node, path: &str) -> Option<Kubernetes> {
+    let f = Fields::read(cx, node, path, KUBERNETES_KEYS)?;
+    let namespaces = f.required(cx, "namespaces").and_then(|n| {
+        let p = f.path("namespaces");
+        let items = read::list(cx, n, &p)?;
+        if items.is_empty() {
+            cx.report(n, &p, "must list at least one namespace");
+            return None;
+        }
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let ip = index(&p, i);
+            match read::string(cx, item, &ip) {
+                Some(ns) if crate::executor::k8s::is_dns_label(&ns) => out.push(ns),
+                Some(ns) => {
+                    cx.report(
+                        item,
+                        &ip,
+                        format!("`{ns}` is not a namespace name (lowercase letters, digits and `-`, at most 63)"),
+                    );
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    });
+    let resources = match f.get("resources") {
+        None => Some(Vec::new()),
+        Some(n) => {
+            let p = f.path("resources");
+            read::list(cx, n, &p).and_then(|items| {
+                let parsed: Vec<Option<ResourcePattern>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let ip = index(&p, i);
+                        let s = read::string(cx, item, &ip)?;
+                        resource_pattern(&s)
+                            .map_err(|e| cx.report(item, &ip, e))
+                            .ok()
+                    })
+                    .collect();
+                parsed.into_iter().collect()
+            })
+        }
+    };
+    let max_replicas = match f.get("max_replicas") {
+        None => Some(None),
+        Some(n) => {
+            let p = f.path("max_replicas");
+            read::integer(cx, n, &p).and_then(|m| {
+                let ok = u32::try_from(m).ok().filter(|m| i32::try_from(*m).is_ok());
+                if ok.is_none() {
+                    cx.report(n, &p, format!("max_replicas must be 0 or more, found {m}"));
+                }
+                ok.map(Some)
+            })
+        }
+    };
+    Some(Kubernetes {
+        namespaces: namespaces?,
+        resources: resources?,
+        max_replicas: max_replicas?,
+    })
+}
+
+/// `KIND/NAME`, NAME a glob of name characters and `*`.
+fn resource_pattern(s: &str) -> Result<ResourcePattern, String> {
+    let kinds: Vec<&str> = {
+        let mut k: Vec<&str> = K8S_ACTIONS.iter().map(|&(_, k)| k).collect();
+        k.dedup();
+        k
+    };
+    let (kind, name) = s.split_once('/').ok_or_else(|| {
+        format!("`{s}` is not KIND/NAME (e.g. deployment/checkout, pod/checkout-*)")
+    })?;
+    if !kinds.contains(&kind) {
+        return Err(format!(
+            "unknown resource kind `{kind}` (expected one of: {})",
+            kinds.join(", ")
+        ));
+    }
+    let name_ok = !name.is_empty()
+        && name.len() <= 253
+        && name.bytes().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'-' | b'.' | b'*')
+        });
+    if !name_ok {
+        return Err(format!(
+            "`{name}` is not a resource name pattern (lowercase letters, digits, `-`, `.`, and `*` for any run)"
+        ));
+    }
+    Ok(ResourcePattern {
+        kind: kind.to_string(),
+        name: name.to_string(),
     })
 }
 

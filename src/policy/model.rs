@@ -34,6 +34,8 @@ pub struct Policy {
     /// Global guardrails (runbooks carry their merged copy).
     pub guardrails: Guardrails,
     pub approvers: Vec<String>,
+    /// The global `kubernetes:` section (runbooks carry their own or this).
+    pub kubernetes: Option<Kubernetes>,
 }
 
 impl Policy {
@@ -116,6 +118,149 @@ pub struct Runbook {
     pub deadline: Duration,
     /// Global guardrails with this runbook's overrides applied.
     pub guardrails: Guardrails,
+    /// The runbook's `kubernetes:` section, else the global one.
+    pub kubernetes: Option<Kubernetes>,
+}
+
+/// Action kinds that act on Kubernetes, with the resource kind each
+/// touches (the `KIND/` of a `kubernetes.resources` entry).
+pub const K8S_ACTIONS: &[(&str, &str)] = &[
+    ("k8s.rollout_restart", "deployment"),
+    ("k8s.scale", "deployment"),
+    ("k8s.delete_pod", "pod"),
+];
+
+/// The resource kind a `k8s.*` action touches; `None` for other kinds.
+pub fn k8s_resource_kind(action: &str) -> Option<&'static str> {
+    K8S_ACTIONS
+        .iter()
+        .find(|(a, _)| *a == action)
+        .map(|&(_, k)| k)
+}
+
+/// What `k8s.*` commands may touch: the `kubernetes:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kubernetes {
+    /// Namespaces a target may be in; never empty.
+    pub namespaces: Vec<String>,
+    /// `KIND/NAME` patterns (`*` matches any run of characters); empty =
+    /// any resource in the namespaces.
+    pub resources: Vec<ResourcePattern>,
+    /// Ceiling for `k8s.scale`, passed to the executor as `max_replicas`.
+    pub max_replicas: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourcePattern {
+    /// `deployment` or `pod`.
+    pub kind: String,
+    /// Name glob: `*` matches any run of characters.
+    pub name: String,
+}
+
+impl ResourcePattern {
+    pub fn matches(&self, kind: &str, name: &str) -> bool {
+        self.kind == kind && glob(&self.name, name)
+    }
+}
+
+impl std::fmt::Display for ResourcePattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.kind, self.name)
+    }
+}
+
+/// `*` matches any run of characters; everything else itself.
+fn glob(pattern: &str, s: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = s.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for p in middle {
+        match rest.find(p) {
+            Some(i) => rest = &rest[i + p.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+impl Kubernetes {
+    /// Whether a `k8s.*` command with this rendered target may run: the
+    /// target is `NAMESPACE/NAME`, the namespace is listed, and the
+    /// resource matches `resources` when there are any. The error says
+    /// why not.
+    pub fn allows(&self, action: &str, target: &str) -> Result<(), String> {
+        let kind = k8s_resource_kind(action)
+            .ok_or_else(|| format!("unknown Kubernetes action kind {action}"))?;
+        let (ns, name) = target
+            .split_once('/')
+            .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+            .ok_or_else(|| format!("target {target:?} is not NAMESPACE/NAME"))?;
+        if !self.namespaces.iter().any(|n| n == ns) {
+            return Err(format!(
+                "namespace {ns:?} is not in kubernetes.namespaces ({})",
+                self.namespaces.join(", ")
+            ));
+        }
+        if !self.resources.is_empty() && !self.resources.iter().any(|r| r.matches(kind, name)) {
+            let listed: Vec<String> = self.resources.iter().map(|r| r.to_string()).collect();
+            return Err(format!(
+                "{kind}/{name} is not in kubernetes.resources ({})",
+                listed.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod kube_tests {
+    use super::*;
+
+    #[test]
+    fn globs() {
+        assert!(glob("checkout", "checkout"));
+        assert!(!glob("checkout", "checkout2"));
+        assert!(glob("checkout-*", "checkout-7f9c-x2"));
+        assert!(!glob("checkout-*", "cart-1"));
+        assert!(glob("*", ""));
+        assert!(glob("a*b*c", "a-b-b-c"));
+        assert!(!glob("a*b*c", "a-c-b"));
+        assert!(!glob("ab*ba", "aba"));
+    }
+
+    #[test]
+    fn allow_list() {
+        let k = Kubernetes {
+            namespaces: vec!["shop".into()],
+            resources: vec![
+                ResourcePattern {
+                    kind: "deployment".into(),
+                    name: "checkout".into(),
+                },
+                ResourcePattern {
+                    kind: "pod".into(),
+                    name: "checkout-*".into(),
+                },
+            ],
+            max_replicas: Some(20),
+        };
+        assert!(k.allows("k8s.scale", "shop/checkout").is_ok());
+        assert!(k.allows("k8s.delete_pod", "shop/checkout-7f9c").is_ok());
+        assert!(k.allows("k8s.delete_pod", "shop/checkout").is_err());
+        assert!(k.allows("k8s.scale", "shop/checkout-7f9c").is_err());
+        let e = k.allows("k8s.scale", "kube-system/checkout").unwrap_err();
+        assert!(e.contains("kube-system"), "{e}");
+        assert!(k.allows("k8s.scale", "checkout").is_err());
+        assert!(k.allows("k8s.scale", "shop/a/b").is_err());
+        assert!(k.allows("k8s.exec", "shop/checkout").is_err());
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

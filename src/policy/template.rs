@@ -1,4 +1,6 @@
-//! Action templates: `{{ labels.pod }}` and `{{ annotations.summary }}`.
+//! Action templates: `{{ labels.pod }}` and `{{ annotations.summary }}`,
+//! and in a rollback `{{ previous.replicas }}`: a value the result of the
+//! command being undone recorded (the state that command replaced).
 //!
 //! Deliberately not a template language. A placeholder names one label or
 //! annotation and is replaced by its raw value in a single pass, so a value
@@ -20,6 +22,8 @@ pub enum TemplateError {
     MissingLabel(String),
     #[error("annotation `{0}` is missing")]
     MissingAnnotation(String),
+    #[error("previous value `{0}` is missing (the result of the command being undone did not record it)")]
+    MissingPrevious(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +31,7 @@ enum Part {
     Literal(String),
     Label(String),
     Annotation(String),
+    Previous(String),
 }
 
 /// A parsed template and the text it came from.
@@ -78,6 +83,17 @@ impl Template {
     }
 
     pub fn render(&self, labels: &Labels, annotations: &Labels) -> Result<String, TemplateError> {
+        self.render_with(labels, annotations, None)
+    }
+
+    /// Renders with the `previous` values of the command a rollback
+    /// undoes; without them a `previous.NAME` placeholder is missing.
+    pub fn render_with(
+        &self,
+        labels: &Labels,
+        annotations: &Labels,
+        previous: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> Result<String, TemplateError> {
         let mut out = String::with_capacity(self.source.len());
         for part in &self.parts {
             match part {
@@ -91,6 +107,11 @@ impl Template {
                     annotations
                         .get(n)
                         .ok_or_else(|| TemplateError::MissingAnnotation(n.clone()))?,
+                ),
+                Part::Previous(n) => out.push_str(
+                    previous
+                        .and_then(|p| p.get(n))
+                        .ok_or_else(|| TemplateError::MissingPrevious(n.clone()))?,
                 ),
             }
         }
@@ -123,6 +144,24 @@ impl Template {
         out
     }
 
+    /// `previous` names this template reads, each once, in order of appearance.
+    pub fn previous_refs(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for part in &self.parts {
+            if let Part::Previous(n) = part {
+                if !out.contains(&n.as_str()) {
+                    out.push(n);
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether it renders to its source text whatever the incident.
+    pub fn is_literal(&self) -> bool {
+        self.parts.iter().all(|p| matches!(p, Part::Literal(_)))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.source
     }
@@ -136,7 +175,7 @@ impl fmt::Display for Template {
 
 fn placeholder(src: &str) -> Result<Part, String> {
     let bad = || {
-        format!("unknown template source `{src}` (expected `labels.NAME` or `annotations.NAME`)")
+        format!("unknown template source `{src}` (expected `labels.NAME`, `annotations.NAME`, or in a rollback `previous.NAME`)")
     };
     let (kind, name) = src.split_once('.').ok_or_else(bad)?;
     if name.is_empty() || label_name_len(name) != name.len() {
@@ -145,6 +184,7 @@ fn placeholder(src: &str) -> Result<Part, String> {
     match kind {
         "labels" => Ok(Part::Label(name.to_string())),
         "annotations" => Ok(Part::Annotation(name.to_string())),
+        "previous" => Ok(Part::Previous(name.to_string())),
         _ => Err(bad()),
     }
 }
@@ -230,6 +270,27 @@ mod tests {
                 Err(e) => assert!(e.contains(named), "{src:?}: {e:?} lacks {named:?}"),
             }
         }
+    }
+
+    #[test]
+    fn previous_values_render_only_when_given() {
+        let tpl = t("{{ previous.replicas }}");
+        assert_eq!(tpl.previous_refs(), vec!["replicas"]);
+        assert!(!tpl.is_literal());
+        let prev = std::collections::BTreeMap::from([("replicas".to_string(), "3".to_string())]);
+        assert_eq!(
+            tpl.render_with(&Labels::new(), &Labels::new(), Some(&prev)),
+            Ok("3".into())
+        );
+        assert_eq!(
+            tpl.render(&Labels::new(), &Labels::new()),
+            Err(TemplateError::MissingPrevious("replicas".into()))
+        );
+        let empty = std::collections::BTreeMap::new();
+        assert_eq!(
+            tpl.render_with(&Labels::new(), &Labels::new(), Some(&empty)),
+            Err(TemplateError::MissingPrevious("replicas".into()))
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! Alertmanager or adapter payloads are ignored).
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -221,6 +222,9 @@ pub struct ActionResult {
     pub status: ResultStatus,
     pub detail: String,
     pub at: Option<Timestamp>,
+    /// State the command replaced, for a rollback to restore (e.g.
+    /// `replicas` → `3` for a scale); empty when the action records none.
+    pub previous: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -389,8 +393,14 @@ impl Input {
             Input::Alerts(a) => json!({"alerts": a.iter().map(alert).collect::<Vec<_>>()}),
             Input::Change(c) => json!({"service": c.service, "kind": c.kind,
                                        "state": c.state.as_str(), "id": c.id, "at": opt(c.at)}),
-            Input::Result(r) => json!({"command_id": r.command_id, "status": r.status.as_str(),
-                                       "detail": r.detail, "at": opt(r.at)}),
+            Input::Result(r) => {
+                let mut v = json!({"command_id": r.command_id, "status": r.status.as_str(),
+                                   "detail": r.detail, "at": opt(r.at)});
+                if !r.previous.is_empty() {
+                    v["previous"] = json!(r.previous);
+                }
+                v
+            }
             Input::Approval(a) => {
                 json!({"command_id": a.command_id, "decision": a.decision.as_str(),
                                          "by": a.by, "at": opt(a.at)})
@@ -642,6 +652,8 @@ struct ResultWire<'a> {
     detail: Option<String>,
     #[serde(borrow)]
     at: Option<Cow<'a, str>>,
+    #[serde(default)]
+    previous: Option<BTreeMap<String, String>>,
 }
 
 impl ResultWire<'_> {
@@ -662,6 +674,7 @@ impl ResultWire<'_> {
             status,
             detail: self.detail.unwrap_or_default(),
             at: opt_time("at", self.at)?,
+            previous: self.previous.unwrap_or_default(),
         })
     }
 }

@@ -4,6 +4,7 @@
 mod exec;
 mod handlers;
 mod http;
+mod k8s;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

@@ -9,11 +9,13 @@
 use crate::time::Duration;
 
 use super::super::matcher::{anchored, LabelMatcher, MatchOp};
-use super::super::model::{ActionSpec, Domain, Guardrails, Runbook, Validate};
+use super::super::model::{
+    k8s_resource_kind, ActionSpec, Domain, Guardrails, Kubernetes, Runbook, Validate, K8S_ACTIONS,
+};
 use super::super::template::Template;
 use super::node::{Kind, Node};
 use super::read::{self, index, Ctx, Fields};
-use super::read_guardrails;
+use super::{read_guardrails, read_kubernetes};
 
 const RUNBOOK_KEYS: &[&str] = &[
     "name",
@@ -27,6 +29,7 @@ const RUNBOOK_KEYS: &[&str] = &[
     "allow_tier1",
     "allow_targets",
     "deadline",
+    "kubernetes",
 ];
 const ACTION_KEYS: &[&str] = &["kind", "target", "params", "args", "timeout"];
 const VALIDATE_KEYS: &[&str] = &["within", "slo"];
@@ -56,7 +59,7 @@ const NETWORK_TOKENS: &[&str] = &[
 const BURN_LABELS: &[&str] = &["alertname", "service", "severity", "slo"];
 
 /// Where a template sits and which labels it reads.
-struct Site {
+pub(super) struct Site {
     line: usize,
     col: usize,
     path: String,
@@ -69,6 +72,7 @@ pub(super) fn read_runbooks(
     path: &str,
     slos: &[Option<String>],
     global: &Guardrails,
+    kube: Option<&Option<Kubernetes>>,
 ) -> Vec<Runbook> {
     let mut out = Vec::new();
     let mut names: Vec<String> = Vec::new();
@@ -83,6 +87,7 @@ pub(super) fn read_runbooks(
             &mut names,
             slos,
             global,
+            kube,
         ));
     }
     out
@@ -95,6 +100,7 @@ fn read_runbook(
     names: &mut Vec<String>,
     slos: &[Option<String>],
     global: &Guardrails,
+    global_kube: Option<&Option<Kubernetes>>,
 ) -> Option<Runbook> {
     let f = Fields::read(cx, node, path, RUNBOOK_KEYS)?;
     let name = f.required(cx, "name").and_then(|n| {
@@ -118,7 +124,7 @@ fn read_runbook(
     let mut sites = Vec::new();
     let action = f
         .required(cx, "action")
-        .and_then(|n| read_action(cx, n, &f.path("action"), &mut sites));
+        .and_then(|n| read_action(cx, n, &f.path("action"), &mut sites, false));
     let rollback = match f.get("rollback") {
         None => Some(None),
         Some(n) => read_rollback(cx, n, &f.path("rollback"), &mut sites),
@@ -153,6 +159,20 @@ fn read_runbook(
         None => Some(Duration::minutes(2)),
         Some(n) => read::positive_duration(cx, n, &f.path("deadline")),
     };
+    // The runbook's section, else the global one: `Some(None)` when there
+    // is none, `None` when the one that applies has problems (reported
+    // already, so the actions are not blamed for it).
+    let kubernetes: Option<Option<Kubernetes>> = match f.get("kubernetes") {
+        Some(n) => read_kubernetes(cx, n, &f.path("kubernetes")).map(Some),
+        None => global_kube.map_or(Some(None), |g| g.clone().map(Some)),
+    };
+    let rollback_spec = rollback.as_ref().and_then(Option::as_ref);
+    for (key, spec) in [("action", action.as_ref()), ("rollback", rollback_spec)] {
+        if let (Some(spec), Some(n)) = (spec, f.get(key)) {
+            let k = kubernetes.as_ref().map(Option::as_ref);
+            check_k8s_action(cx, n, &f.path(key), spec, k);
+        }
+    }
     if let (Some(1), Some(d), Some(false) | None, Some(n)) =
         (tier, domain, allow_tier1, f.get("tier"))
     {
@@ -179,6 +199,7 @@ fn read_runbook(
         allow_targets: allow_targets?,
         deadline: deadline?,
         guardrails,
+        kubernetes: kubernetes.flatten(),
     })
 }
 
@@ -218,8 +239,27 @@ fn read_tier(cx: &mut Ctx, node: &Node, path: &str) -> Option<u8> {
     }
 }
 
-fn read_action(cx: &mut Ctx, node: &Node, path: &str, sites: &mut Vec<Site>) -> Option<ActionSpec> {
+/// An action map; `rollback` allows `previous.NAME` placeholders.
+fn read_action(
+    cx: &mut Ctx,
+    node: &Node,
+    path: &str,
+    sites: &mut Vec<Site>,
+    rollback: bool,
+) -> Option<ActionSpec> {
     let f = Fields::read(cx, node, path, ACTION_KEYS)?;
+    let template = |cx: &mut Ctx, n: &Node, p: &str, sites: &mut Vec<Site>| {
+        let t = template(cx, n, p, sites)?;
+        if let (false, Some(name)) = (rollback, t.previous_refs().first()) {
+            cx.report(
+                n,
+                p,
+                format!("`previous.{name}` is only available in a rollback (it reads what the result of the command being undone recorded)"),
+            );
+            return None;
+        }
+        Some(t)
+    };
     let kind = f
         .required(cx, "kind")
         .and_then(|n| read::nonempty(cx, n, &f.path("kind")));
@@ -228,7 +268,7 @@ fn read_action(cx: &mut Ctx, node: &Node, path: &str, sites: &mut Vec<Site>) -> 
         .and_then(|n| template(cx, n, &f.path("target"), sites));
     let params = match f.get("params") {
         None => Some(Vec::new()),
-        Some(n) => read_params(cx, n, &f.path("params"), sites),
+        Some(n) => read_params(cx, n, &f.path("params"), sites, rollback),
     };
     let args = match f.get("args") {
         None => Some(Vec::new()),
@@ -261,12 +301,25 @@ fn read_params(
     node: &Node,
     path: &str,
     sites: &mut Vec<Site>,
+    rollback: bool,
 ) -> Option<Vec<(String, Template)>> {
     let f = Fields::read_open(cx, node, path)?;
     let mut out = Vec::new();
     let mut ok = true;
     for &(key, value) in f.entries() {
-        match template(cx, value, &f.path(key), sites) {
+        let t = template(cx, value, &f.path(key), sites);
+        if let (false, Some(t)) = (rollback, &t) {
+            if let Some(name) = t.previous_refs().first() {
+                cx.report(
+                    value,
+                    &f.path(key),
+                    format!("`previous.{name}` is only available in a rollback (it reads what the result of the command being undone recorded)"),
+                );
+                ok = false;
+                continue;
+            }
+        }
+        match t {
             Some(t) => out.push((key.to_string(), t)),
             None => ok = false,
         }
@@ -283,7 +336,7 @@ fn read_rollback(
 ) -> Option<Option<ActionSpec>> {
     match &node.kind {
         Kind::Scalar { text, .. } if text == "none" => Some(None),
-        Kind::Map(_) => read_action(cx, node, path, sites).map(Some),
+        Kind::Map(_) => read_action(cx, node, path, sites, true).map(Some),
         _ => {
             let found = node.type_name();
             cx.report(
@@ -357,6 +410,66 @@ fn read_allow_targets(cx: &mut Ctx, node: &Node, path: &str) -> Option<Vec<regex
         })
         .collect();
     res.into_iter().collect()
+}
+
+/// Checks a `k8s.*` action (`node` is the action map at `path`): a known
+/// kind, a `kubernetes:` section to allow it, a ceiling for `k8s.scale`,
+/// and a literal target inside the allow-list. `kube` is `None` when the
+/// section that applies has problems: only the kind is checked then.
+fn check_k8s_action(
+    cx: &mut Ctx,
+    node: &Node,
+    path: &str,
+    spec: &ActionSpec,
+    kube: Option<Option<&Kubernetes>>,
+) {
+    if !spec.kind.starts_with("k8s.") {
+        return;
+    }
+    if k8s_resource_kind(&spec.kind).is_none() {
+        let known: Vec<&str> = K8S_ACTIONS.iter().map(|&(a, _)| a).collect();
+        cx.report(
+            node,
+            &format!("{path}.kind"),
+            format!(
+                "unknown Kubernetes action kind `{}` (expected one of: {})",
+                spec.kind,
+                known.join(", ")
+            ),
+        );
+        return;
+    }
+    if spec.params.iter().any(|(p, _)| p == "max_replicas") {
+        cx.report(
+            node,
+            &format!("{path}.params.max_replicas"),
+            "max_replicas is set from `kubernetes.max_replicas`, not from params",
+        );
+    }
+    let Some(kube) = kube else { return };
+    let Some(k) = kube else {
+        cx.report(
+            node,
+            path,
+            format!(
+                "{} needs a `kubernetes:` section (global or in the runbook) listing the namespaces it may touch",
+                spec.kind
+            ),
+        );
+        return;
+    };
+    if spec.kind == "k8s.scale" && k.max_replicas.is_none() {
+        cx.report(
+            node,
+            path,
+            "k8s.scale needs `kubernetes.max_replicas`, the ceiling the executor enforces",
+        );
+    }
+    if spec.target.is_literal() {
+        if let Err(e) = k.allows(&spec.kind, spec.target.as_str()) {
+            cx.report(node, &format!("{path}.target"), format!("not allowed: {e}"));
+        }
+    }
 }
 
 fn template(cx: &mut Ctx, node: &Node, path: &str, sites: &mut Vec<Site>) -> Option<Template> {

@@ -336,7 +336,7 @@ approvers: [alice, ""]
         (
             1,
             "slo",
-            "unknown key `slo` (expected one of: slos, runbooks, guardrails, approvers)",
+            "unknown key `slo` (expected one of: slos, runbooks, guardrails, approvers, kubernetes)",
         ),
         (
             4,
@@ -497,4 +497,151 @@ runbooks:
         Some("restart")
     );
     assert_eq!(r.guardrails.cooldown, Duration::minutes(5));
+}
+
+#[test]
+fn kubernetes_section_global_and_per_runbook() {
+    let src = r#"kubernetes:
+  namespaces: [shop]
+  resources: ['deployment/checkout', 'pod/checkout-*']
+  max_replicas: 20
+runbooks:
+  - name: scale-checkout
+    match: ['alertname="HighCPU"']
+    tier: 1
+    action: {kind: k8s.scale, target: 'shop/checkout', params: {replicas: "+2"}}
+    rollback: {kind: k8s.scale, target: 'shop/checkout', params: {replicas: '{{ previous.replicas }}'}}
+  - name: restart-web
+    match: ['alertname="WebStuck"']
+    tier: 1
+    action: {kind: k8s.rollout_restart, target: '{{ labels.namespace }}/web'}
+    kubernetes: {namespaces: [web, web-canary]}
+"#;
+    let p = ok(src);
+    let global = p.kubernetes.as_ref().expect("global section");
+    assert_eq!(global.namespaces, ["shop"]);
+    assert_eq!(global.max_replicas, Some(20));
+    assert_eq!(global.resources.len(), 2);
+    assert_eq!(p.runbooks[0].kubernetes.as_ref(), Some(global));
+    let own = p.runbooks[1].kubernetes.as_ref().expect("own section");
+    assert_eq!(own.namespaces, ["web", "web-canary"]);
+    assert!(own.resources.is_empty() && own.max_replicas.is_none());
+    let rb = p.runbooks[0].rollback.as_ref().expect("rollback");
+    assert_eq!(rb.params[0].1.previous_refs(), ["replicas"]);
+}
+
+#[test]
+fn kubernetes_problems_are_reported_in_place() {
+    let src = r#"kubernetes:
+  namespaces: [shop, Shop_2]
+  resources: ['deployment/checkout', 'service/x', 'pod/Bad', 'checkout']
+  max_replicas: -1
+runbooks:
+  - name: a
+    match: ['alertname="A"']
+    tier: 1
+    action: {kind: k8s.scale, target: 'shop/{{ previous.replicas }}', params: {replicas: '{{ previous.replicas }}'}}
+  - name: b
+    match: ['alertname="B"']
+    tier: 1
+    action: {kind: k8s.drain, target: 'shop/node'}
+  - name: c
+    match: ['alertname="C"']
+    tier: 1
+    action: {kind: k8s.delete_pod, target: 'kube-system/coredns-1'}
+    rollback: {kind: k8s.scale, target: 'shop/checkout', params: {replicas: "1", max_replicas: "99"}}
+    kubernetes: {namespaces: [shop], resources: ['pod/x-*']}
+  - name: d
+    match: ['alertname="D"']
+    tier: 1
+    action: {kind: k8s.delete_pod, target: 'shop/{{ labels.pod }}'}
+    kubernetes: {namespaces: []}
+"#;
+    let got: Vec<(usize, String, String)> = problems(src)
+        .into_iter()
+        .map(|p| (p.line, p.path, p.message))
+        .collect();
+    let want: &[(usize, &str, &str)] = &[
+        (
+            2,
+            "kubernetes.namespaces[1]",
+            "`Shop_2` is not a namespace name",
+        ),
+        (
+            3,
+            "kubernetes.resources[1]",
+            "unknown resource kind `service`",
+        ),
+        (
+            3,
+            "kubernetes.resources[2]",
+            "`Bad` is not a resource name pattern",
+        ),
+        (3, "kubernetes.resources[3]", "is not KIND/NAME"),
+        (4, "kubernetes.max_replicas", "0 or more, found -1"),
+        (
+            9,
+            "runbooks[0].action.target",
+            "`previous.replicas` is only available in a rollback",
+        ),
+        (
+            9,
+            "runbooks[0].action.params.replicas",
+            "`previous.replicas` is only available in a rollback",
+        ),
+        (
+            13,
+            "runbooks[1].action.kind",
+            "unknown Kubernetes action kind `k8s.drain`",
+        ),
+        (
+            17,
+            "runbooks[2].action.target",
+            "namespace \"kube-system\" is not in kubernetes.namespaces",
+        ),
+        (
+            18,
+            "runbooks[2].rollback.params.max_replicas",
+            "set from `kubernetes.max_replicas`",
+        ),
+        (
+            18,
+            "runbooks[2].rollback",
+            "k8s.scale needs `kubernetes.max_replicas`",
+        ),
+        (
+            18,
+            "runbooks[2].rollback.target",
+            "deployment/checkout is not in kubernetes.resources",
+        ),
+        (
+            24,
+            "runbooks[3].kubernetes.namespaces",
+            "at least one namespace",
+        ),
+    ];
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((g.0, g.1.as_str()), (w.0, w.1), "{got:#?}");
+        assert!(g.2.contains(w.2), "{}: {:?} lacks {:?}", g.1, g.2, w.2);
+    }
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+}
+
+#[test]
+fn kubernetes_actions_need_a_section() {
+    let src = r#"runbooks:
+  - name: a
+    match: ['alertname="A"']
+    tier: 1
+    action: {kind: k8s.delete_pod, target: 'shop/{{ labels.pod }}'}
+"#;
+    let got = problems(src);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(
+        (got[0].line, got[0].path.as_str()),
+        (5, "runbooks[0].action")
+    );
+    assert!(got[0]
+        .message
+        .contains("k8s.delete_pod needs a `kubernetes:` section"));
 }

@@ -319,23 +319,43 @@ pub(super) fn change_to(w: &mut Writer, c: &Change) {
 }
 
 pub(super) fn read_result(datum: &[u8]) -> Result<ActionResult> {
-    whole(datum, result_at)
+    // A datum written with the schema before `previous` existed ends after
+    // `at`: the field takes its default, the empty map.
+    whole(datum, |r| result_at(r, Previous::IfPresent))
+}
+
+/// Whether an `ActionResult` datum carries the `previous` map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Previous {
+    /// Always (the datum sits inside a larger one written with our schema).
+    Always,
+    /// When bytes remain after `at` (a whole datum, old or new schema).
+    IfPresent,
 }
 
 /// Reads one `ActionResult` datum at the reader's position: `Err` when the bytes
 /// do not fit the schema (the position is then lost), `Ok(Err)` when the
 /// datum is whole but its content is refused.
-pub(super) fn result_at(r: &mut Reader<'_>) -> Result<Result<ActionResult>> {
+pub(super) fn result_at(r: &mut Reader<'_>, previous: Previous) -> Result<Result<ActionResult>> {
     let command_id = r.str().at("command_id")?;
     let status = read_symbol(r, &RESULT_STATUS).at("status")?;
     let detail = r.string().at("detail")?;
     let at = r.opt_str().at("at")?;
+    let prev = if previous == Previous::Always || !r.at_end() {
+        r.map_str().at("previous")?
+    } else {
+        Vec::new()
+    };
     let check = || -> Result<ActionResult> {
         Ok(ActionResult {
             command_id: non_empty("command_id", command_id)?,
             status,
             detail,
             at: opt_time("at", at)?,
+            previous: prev
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
     };
     Ok(check())
@@ -353,6 +373,10 @@ pub(super) fn result_to(w: &mut Writer, x: &ActionResult) {
     write_symbol(w, &RESULT_STATUS, &x.status);
     w.str(&x.detail);
     write_opt_time(w, x.at);
+    w.map_str(
+        x.previous.len(),
+        x.previous.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+    );
 }
 
 pub(super) fn read_approval(datum: &[u8]) -> Result<Approval> {

@@ -164,7 +164,9 @@ impl<'a> EnvelopeReader<'a> {
                 }
             }
             Branch::Change => codec::change_at(r)?.map(|c| Some(Input::Change(c))),
-            Branch::Result => codec::result_at(r)?.map(|x| Some(Input::Result(x))),
+            Branch::Result => {
+                codec::result_at(r, codec::Previous::Always)?.map(|x| Some(Input::Result(x)))
+            }
             Branch::Approval => codec::approval_at(r)?.map(|x| Some(Input::Approval(x))),
             Branch::Control => codec::control_at(r)?.map(|x| Some(Input::Control(x))),
         };

@@ -149,6 +149,30 @@ fn compiled(t: RecordType) -> &'static Compiled {
     &all[t as usize]
 }
 
+/// Earlier versions of our schemas, still read from single-object values:
+/// each differs from the current one only by fields added at the end
+/// with defaults, so its datums are the current datum's prefix and the
+/// codecs fill in the defaults.
+const LEGACY: [(RecordType, &str); 1] = [(
+    RecordType::ActionResult,
+    include_str!("legacy/action_result.v1.avsc"),
+)];
+
+/// Fingerprints of the [`LEGACY`] schemas.
+pub fn legacy_fingerprints() -> &'static [(RecordType, u64)] {
+    static ALL: OnceLock<Vec<(RecordType, u64)>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        LEGACY
+            .iter()
+            .map(|&(t, text)| {
+                let schema = Schema::parse_str(text)
+                    .unwrap_or_else(|e| panic!("legacy {} schema does not parse: {e}", t.name()));
+                (t, fingerprint64(schema.canonical_form().as_bytes()))
+            })
+            .collect()
+    })
+}
+
 /// The parsed schema of a record type.
 pub fn schema(t: RecordType) -> &'static Schema {
     &compiled(t).schema
@@ -310,6 +334,12 @@ pub fn detect_framing(bytes: &[u8]) -> Result<(Framing, &[u8]), DecodeError> {
             let t = RecordType::ALL
                 .into_iter()
                 .find(|&t| fingerprint(t) == fp)
+                .or_else(|| {
+                    legacy_fingerprints()
+                        .iter()
+                        .find(|&&(_, f)| f == fp)
+                        .map(|&(t, _)| t)
+                })
                 .ok_or_else(|| {
                     DecodeError::Avro(format!(
                         "single-object schema fingerprint {fp:#018x} is none of ours"
@@ -378,6 +408,64 @@ mod tests {
         fps.sort_unstable();
         fps.dedup();
         assert_eq!(fps.len(), RecordType::ALL.len());
+    }
+
+    #[test]
+    fn legacy_action_results_still_decode() {
+        // A result written with the first ActionResult schema (no
+        // `previous`): its own fingerprint, a datum that ends after `at`.
+        let (t, fp) = legacy_fingerprints()[0];
+        assert_eq!(t, RecordType::ActionResult);
+        assert_ne!(fp, fingerprint(RecordType::ActionResult));
+        let old = apache_avro::types::Value::Record(vec![
+            (
+                "command_id".into(),
+                apache_avro::types::Value::String("c1".into()),
+            ),
+            (
+                "status".into(),
+                apache_avro::types::Value::Enum(1, "failed".into()),
+            ),
+            (
+                "detail".into(),
+                apache_avro::types::Value::String("boom".into()),
+            ),
+            (
+                "at".into(),
+                apache_avro::types::Value::Union(0, Box::new(apache_avro::types::Value::Null)),
+            ),
+        ]);
+        let v1 = Schema::parse_str(LEGACY[0].1).unwrap();
+        let datum = apache_avro::to_avro_datum(&v1, old).unwrap();
+        let mut value = SINGLE_OBJECT_MARKER.to_vec();
+        value.extend_from_slice(&fp.to_le_bytes());
+        value.extend_from_slice(&datum);
+        let Input::Result(r) = decode_value(InputKind::Result, &value).unwrap() else {
+            panic!("not a result")
+        };
+        assert_eq!((r.command_id.as_str(), r.detail.as_str()), ("c1", "boom"));
+        assert!(r.previous.is_empty());
+        // The same datum under the Confluent framing (writer schema unknown).
+        let Input::Result(r) =
+            decode_value(InputKind::Result, &confluent_encode(7, &datum)).unwrap()
+        else {
+            panic!("not a result")
+        };
+        assert!(r.previous.is_empty());
+        // New datums carry the map, and a trailing byte past it is refused.
+        let mut new = r.clone();
+        new.previous.insert("replicas".into(), "3".into());
+        let bytes = single_object_encode(
+            RecordType::ActionResult,
+            &encode_input(&Input::Result(new.clone())).unwrap()[0],
+        );
+        assert_eq!(
+            decode_value(InputKind::Result, &bytes).unwrap(),
+            Input::Result(new)
+        );
+        let mut padded = bytes.clone();
+        padded.push(0);
+        assert!(decode_value(InputKind::Result, &padded).is_err());
     }
 
     #[test]
