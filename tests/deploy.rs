@@ -363,3 +363,59 @@ fn dashboard_is_well_formed() {
     }
     assert!(queried_metrics().len() > 20);
 }
+
+#[test]
+fn the_executor_role_grants_exactly_what_the_kubernetes_actions_send() {
+    let objs = k8s_objects();
+    let want: BTreeSet<(String, String, String)> = selfheal::executor::k8s::RBAC_RULES
+        .iter()
+        .flat_map(|(g, r, verbs)| verbs.iter().map(move |v| (g.to_string(), r.to_string(), v.to_string())))
+        .collect();
+    let roles: Vec<&Yaml> = objs
+        .iter()
+        .map(|(_, o)| o)
+        .filter(|o| s(&o["kind"]) == "Role")
+        .collect();
+    assert!(!roles.is_empty(), "no Role for the executor");
+    assert!(
+        !objs.iter().any(|(_, o)| s(&o["kind"]) == "ClusterRole"),
+        "the executor gets no cluster-wide rights"
+    );
+    for role in roles {
+        let mut got = BTreeSet::new();
+        for rule in list(&role["rules"]) {
+            for g in list(&rule["apiGroups"]) {
+                for r in list(&rule["resources"]) {
+                    for v in list(&rule["verbs"]) {
+                        got.insert((s(g).to_string(), s(r).to_string(), s(v).to_string()));
+                    }
+                }
+            }
+        }
+        assert_eq!(got, want, "{}", kind_name(role));
+        // Bound to the executor's service account, in a namespace the
+        // shipped policy allows and the executor is limited to.
+        let ns = s(&role["metadata"]["namespace"]);
+        let binding = objs
+            .iter()
+            .map(|(_, o)| o)
+            .find(|o| s(&o["kind"]) == "RoleBinding" && s(&o["metadata"]["namespace"]) == ns)
+            .expect("RoleBinding");
+        assert_eq!(s(&binding["roleRef"]["name"]), s(&role["metadata"]["name"]));
+        let subject = &list(&binding["subjects"])[0];
+        assert_eq!(s(&subject["name"]), "selfheal-executor");
+        let (_, cm) = objs
+            .iter()
+            .find(|(_, o)| kind_name(o) == "ConfigMap/selfheal-policy")
+            .unwrap();
+        let policy = &YamlLoader::load_from_str(s(&cm["data"]["policy.yaml"])).unwrap()[0];
+        assert!(list(&policy["kubernetes"]["namespaces"]).iter().any(|n| s(n) == ns));
+        let (_, exec, _) = pod_specs(&objs)
+            .into_iter()
+            .find(|(n, _, _)| n == "Deployment/selfheal-executor")
+            .unwrap();
+        let args = strings(&exec["spec"]["template"]["spec"]["containers"][0]["args"]);
+        let i = args.iter().position(|a| a == "--k8s-namespaces").expect("--k8s-namespaces");
+        assert!(args[i + 1].split(',').any(|n| n == ns));
+    }
+}

@@ -38,6 +38,16 @@ use crate::records::Command;
 /// The pod template annotation `kubectl rollout restart` sets.
 pub const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
+/// The RBAC rules the `k8s.*` kinds need in each namespace they act in, as
+/// (API group, resource, verbs): exactly the requests they send. The fake
+/// API server of the tests refuses anything else with 403, and
+/// `deploy/kubernetes/rbac.yaml` grants exactly these.
+pub const RBAC_RULES: &[(&str, &str, &[&str])] = &[
+    ("apps", "deployments", &["get", "patch"]),
+    ("apps", "deployments/scale", &["get", "patch"]),
+    ("", "pods", &["delete"]),
+];
+
 /// Field manager named on every write.
 const FIELD_MANAGER: &str = "selfheal";
 

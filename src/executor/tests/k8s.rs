@@ -106,6 +106,9 @@ async fn api(
     let mut c = c.lock().unwrap();
     c.log.push(req.clone());
     let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    if !rbac_allows(&req.method, &parts) {
+        return status(403, "Forbidden", "forbidden by the executor's RBAC rules");
+    }
     match parts.as_slice() {
         ["apis", "apps", "v1", "namespaces", ns, "deployments", name, rest @ ..] => {
             let key = (ns.to_string(), name.to_string());
@@ -173,6 +176,32 @@ async fn api(
             "the server could not find the requested resource",
         ),
     }
+}
+
+/// Whether `RBAC_RULES` grant a request, as the API server's authorizer
+/// would: the verb from the method, the group and resource from the path.
+fn rbac_allows(method: &str, parts: &[&str]) -> bool {
+    let (group, rest) = match parts {
+        ["api", "v1", "namespaces", _, rest @ ..] => ("", rest),
+        ["apis", group, _, "namespaces", _, rest @ ..] => (*group, rest),
+        _ => return false,
+    };
+    let resource = match rest {
+        [kind, _name] => kind.to_string(),
+        [kind, _name, sub] => format!("{kind}/{sub}"),
+        _ => return false,
+    };
+    let verb = match method {
+        "GET" => "get",
+        "PATCH" => "patch",
+        "PUT" => "update",
+        "DELETE" => "delete",
+        "POST" => "create",
+        _ => return false,
+    };
+    crate::executor::k8s::RBAC_RULES
+        .iter()
+        .any(|(g, r, verbs)| *g == group && *r == resource && verbs.contains(&verb))
 }
 
 /// A fake API server with checkout at 3 replicas (restarted once), a
