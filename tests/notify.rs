@@ -710,3 +710,90 @@ fn selfheal_notify_pages_each_escalation_once_and_does_not_resend_after_a_restar
         assert!(!logs.contains(secret), "{secret} in the notifier's logs");
     }
 }
+
+#[test]
+fn https_sink_urls_are_spoken_with_tls() {
+    // A plain-HTTP server behind an https:// URL: the client opens a TLS
+    // handshake, which the server cannot answer.
+    let plain = FakeSink::start();
+    let url = plain.base.replace("http://", "https://");
+    let pd = SinkConfig::new(SinkKind::PagerDuty, &format!("{url}/v2/enqueue"), PD_KEY).unwrap();
+    let n = notifier(vec![pd], fast_retry(1));
+    let out = block_on(n.deliver(&escalation("inc-tls", Severity::Page)));
+    let Outcome::GaveUp { reason, .. } = &out[0].outcome else {
+        panic!("{out:?}");
+    };
+    assert!(
+        !reason.contains("scheme"),
+        "https is not supported: {reason}"
+    );
+    assert!(plain.requests().is_empty());
+}
+
+#[test]
+fn notify_check_prints_the_sinks_without_secrets_and_bad_config_names_its_place() {
+    let good = policy_file(
+        "notify-check",
+        "pagerduty: {routing_key_env: TEST_PD_KEY, severities: [page]}\nslack: {webhook_url_env: TEST_SLACK_URL}\n",
+    );
+    let out = Command::new(BIN)
+        .args([
+            "notify",
+            "--notify-config",
+            &good.display().to_string(),
+            "--check",
+        ])
+        .env("TEST_PD_KEY", PD_KEY)
+        .env(
+            "TEST_SLACK_URL",
+            format!("https://hooks.slack.com{SLACK_PATH}"),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "pagerduty https://events.pagerduty.com/v2/enqueue [page]\nslack https://hooks.slack.com/… [page, ticket]\n"
+    );
+
+    // A key written into the file is refused, and not repeated.
+    let bad = policy_file("notify-bad", &format!("opsgenie: {{api_key: {OG_KEY}}}\n"));
+    let out = Command::new(BIN)
+        .args([
+            "notify",
+            "--notify-config",
+            &bad.display().to_string(),
+            "--check",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("opsgenie.api_key: secrets are not written in the config file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(OG_KEY), "{stderr}");
+
+    // A missing variable is named, its place given.
+    let out = Command::new(BIN)
+        .args([
+            "notify",
+            "--notify-config",
+            &good.display().to_string(),
+            "--check",
+        ])
+        .env_remove("TEST_PD_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("pagerduty.routing_key_env: environment variable TEST_PD_KEY is not set"),
+        "{stderr}"
+    );
+}

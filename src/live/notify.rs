@@ -82,7 +82,7 @@ pub async fn run(
         let ok = md
             .topics()
             .iter()
-            .any(|m| &m.name() == t && m.error().is_none() && !m.partitions().is_empty());
+            .any(|m| m.name() == t.as_str() && m.error().is_none() && !m.partitions().is_empty());
         if !ok {
             return Err(LiveError::MissingTopic {
                 topic: t.clone(),

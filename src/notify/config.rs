@@ -557,6 +557,23 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_loads() {
+        let text = include_str!("../../examples/notify.yaml");
+        let env = |name: &str| match name {
+            "SLACK_WEBHOOK_URL" => Some("https://hooks.slack.com/services/T/B/x".to_string()),
+            _ => Some("key".to_string()),
+        };
+        let c = NotifyConfig::parse(text, "examples/notify.yaml", &env).unwrap();
+        let kinds: Vec<SinkKind> = c.sinks.iter().map(|s| s.kind).collect();
+        assert_eq!(
+            kinds,
+            [SinkKind::PagerDuty, SinkKind::Opsgenie, SinkKind::Slack]
+        );
+        assert_eq!(c.sinks[0].url.as_str(), PAGERDUTY_URL);
+        assert_eq!(c.retry, RetryPolicy::default());
+    }
+
+    #[test]
     fn bad_configs_are_refused_with_the_place() {
         let cases = [
             (

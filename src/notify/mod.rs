@@ -196,7 +196,10 @@ impl Notifier {
                 retryable => {
                     self.counters[i].gave_up.fetch_add(1, Ordering::Relaxed);
                     let reason = if retryable.is_some() {
-                        format!("{reason} (gave up after {attempt} attempts)")
+                        format!(
+                            "{reason} (gave up after {attempt} attempt{})",
+                            if attempt == 1 { "" } else { "s" }
+                        )
                     } else {
                         format!("{reason} (not retried)")
                     };
