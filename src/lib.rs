@@ -18,12 +18,14 @@
 //!   tiers, guardrails, validation and rollback, hash-chained audit.
 //! * [`replay`] — drives the core from a JSON Lines stream, as `selfheal
 //!   replay` does; live mode drives the same core from Kafka.
+//! * [`notify`] — escalations delivered to PagerDuty, Opsgenie and Slack.
 
 pub mod backtest;
 pub mod demo;
 pub mod engine;
 pub mod executor;
 pub mod live;
+pub mod notify;
 pub mod policy;
 pub mod records;
 pub mod replay;

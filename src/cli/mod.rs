@@ -4,6 +4,7 @@ pub mod bench;
 pub mod check;
 pub mod demo;
 pub mod live;
+pub mod notify;
 pub mod record;
 pub mod replay;
 
@@ -34,6 +35,8 @@ pub enum Command {
     Engine(live::EngineArgs),
     /// Run an executor: carries out commands, publishes results.
     Executor(live::ExecutorArgs),
+    /// Deliver escalations to PagerDuty, Opsgenie and Slack.
+    Notify(notify::Args),
     /// Publish alerts.
     #[command(subcommand)]
     Alert(live::AlertCmd),
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::DemoService(a) => demo::service(a),
         Command::Engine(a) => live::engine(a),
         Command::Executor(a) => live::executor(a),
+        Command::Notify(a) => notify::run(a),
         Command::Alert(a) => live::alert(a),
         Command::Approve(a) => live::decide(a, selfheal::records::Verdict::Approve),
         Command::Reject(a) => live::decide(a, selfheal::records::Verdict::Reject),

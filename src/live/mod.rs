@@ -6,6 +6,7 @@
 //! * [`journal`] — the per-partition journal from which a core's state is
 //!   rebuilt after a restart or a rebalance.
 //! * [`executor`] — `selfheal executor`: runs commands at most once per id.
+//! * [`notify`] — `selfheal notify`: escalations to the paging sinks.
 //! * [`range`] — a time range of topics as a replay source.
 //! * [`tools`] — operator tools: publish alerts, approve, kill switch,
 //!   audit tail, the Alertmanager bridge.
@@ -16,6 +17,7 @@ pub mod bench;
 pub mod engine;
 pub mod executor;
 pub mod journal;
+pub mod notify;
 pub mod range;
 pub mod tools;
 pub mod verify;

@@ -1,0 +1,285 @@
+//! `selfheal notify`: delivers the escalations topic to the paging sinks.
+//!
+//! The notifiers form their own consumer group on the escalations topic.
+//! Records are handled one at a time: each escalation goes to every sink
+//! that takes its severity ([`crate::notify::Notifier`]), and its offset
+//! is committed (synchronously) only once every sink has it or has given
+//! up. What a sink gave up on is written to the dead-letter topic, one
+//! record per sink, with the reason (redacted) in its headers; undecodable
+//! records go there too. A record whose delivery is cut short by a stop is
+//! not committed, so it is delivered again after the restart.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::wire;
+use super::{KafkaArgs, LiveError};
+use crate::notify::{Notifier, Outcome};
+use crate::records::Output;
+
+/// Settings of the notify service.
+#[derive(Debug, Clone)]
+pub struct NotifyServiceConfig {
+    pub kafka: KafkaArgs,
+    pub group: String,
+    pub instance: String,
+    /// Where a partition without a committed offset starts.
+    pub start_earliest: bool,
+}
+
+impl NotifyServiceConfig {
+    pub fn new(kafka: KafkaArgs) -> NotifyServiceConfig {
+        NotifyServiceConfig {
+            kafka,
+            group: "selfheal-notify".into(),
+            instance: super::engine::default_instance("notify"),
+            start_earliest: true,
+        }
+    }
+}
+
+/// Counters of a running notify service (the sinks' own are in the
+/// [`Notifier`]).
+#[derive(Debug, Default)]
+pub struct NotifyCounters {
+    pub received: AtomicU64,
+    pub escalations: AtomicU64,
+    pub undecodable: AtomicU64,
+    pub skipped: AtomicU64,
+    pub dead_lettered: AtomicU64,
+    pub committed: AtomicU64,
+}
+
+/// Runs until `stop` is set.
+pub async fn run(
+    cfg: NotifyServiceConfig,
+    notifier: Arc<Notifier>,
+    stop: Arc<AtomicBool>,
+    counters: Arc<NotifyCounters>,
+) -> Result<(), LiveError> {
+    let topics = cfg.kafka.topics();
+    let mut pc = cfg.kafka.producer_config()?;
+    pc.set("client.id", &cfg.instance)
+        .set("linger.ms", "0")
+        .set("acks", "all");
+    let producer: FutureProducer = pc
+        .create()
+        .map_err(LiveError::kafka("creating the producer"))?;
+    let md = producer
+        .client()
+        .fetch_metadata(None, StdDuration::from_secs(10))
+        .map_err(LiveError::kafka(format!(
+            "fetching metadata from {}",
+            cfg.kafka.brokers
+        )))?;
+    for t in [&topics.escalations, &topics.dlq] {
+        let ok = md
+            .topics()
+            .iter()
+            .any(|m| m.name() == t.as_str() && m.error().is_none() && !m.partitions().is_empty());
+        if !ok {
+            return Err(LiveError::MissingTopic {
+                topic: t.clone(),
+                brokers: cfg.kafka.brokers.clone(),
+            });
+        }
+    }
+    let mut cc = cfg.kafka.client_config()?;
+    cc.set("group.id", &cfg.group)
+        .set("client.id", &cfg.instance)
+        .set("enable.auto.commit", "false")
+        .set(
+            "auto.offset.reset",
+            if cfg.start_earliest {
+                "earliest"
+            } else {
+                "latest"
+            },
+        )
+        .set("isolation.level", "read_committed");
+    if cc.get("fetch.wait.max.ms").is_none() {
+        cc.set("fetch.wait.max.ms", "100");
+    }
+    if cc.get("session.timeout.ms").is_none() {
+        cc.set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000");
+    }
+    // A sink retrying for minutes holds the loop; the group must not
+    // drop the member meanwhile.
+    if cc.get("max.poll.interval.ms").is_none() {
+        cc.set("max.poll.interval.ms", "1800000");
+    }
+    let consumer: StreamConsumer<super::Health> = cc
+        .create_with_context(super::Health::default())
+        .map_err(LiveError::kafka("creating the consumer"))?;
+    consumer
+        .subscribe(&[&topics.escalations])
+        .map_err(LiveError::kafka("subscribing to the escalations topic"))?;
+    let sinks: Vec<String> = notifier
+        .sinks()
+        .iter()
+        .map(|s| format!("{} {}", s.kind, s.display_url()))
+        .collect();
+    eprintln!(
+        "selfheal notify: {} on {} ({}), delivering to {}",
+        cfg.instance,
+        cfg.kafka.brokers,
+        topics.escalations,
+        sinks.join(", ")
+    );
+    let svc = Service {
+        producer,
+        dlq: topics.dlq.clone(),
+        notifier,
+        counters,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let m = match tokio::time::timeout(StdDuration::from_millis(200), consumer.recv()).await {
+            Err(_) => continue,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                tokio::time::sleep(StdDuration::from_millis(200)).await;
+                continue;
+            }
+            Ok(Ok(m)) => m,
+        };
+        let handled = tokio::select! {
+            done = svc.handle(&m, &stop) => done,
+            _ = stopped(&stop) => false,
+        };
+        if !handled {
+            tracing::info!(
+                partition = m.partition(),
+                offset = m.offset(),
+                "stopping before the record was handled; it is delivered again after a restart"
+            );
+            break;
+        }
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1));
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                svc.counters.committed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "committing the escalations offset"),
+        }
+    }
+    let _ = svc.producer.flush(StdDuration::from_secs(10));
+    Ok(())
+}
+
+async fn stopped(stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
+}
+
+struct Service {
+    producer: FutureProducer,
+    dlq: String,
+    notifier: Arc<Notifier>,
+    counters: Arc<NotifyCounters>,
+}
+
+impl Service {
+    /// Delivers one record; `false` when it could not be finished (the
+    /// dead-letter topic unreachable until a stop).
+    async fn handle(&self, m: &BorrowedMessage<'_>, stop: &AtomicBool) -> bool {
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        let kind = wire::header(m.headers(), wire::KIND_HEADER).map(str::to_string);
+        let decoded = wire::decode_output(
+            kind.as_deref().or(Some("escalation")),
+            m.payload().unwrap_or(&[]),
+        );
+        let esc = match decoded {
+            Ok(Output::Escalation(e)) => e,
+            Ok(other) => {
+                self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    kind = other.kind(),
+                    "not an escalation on the escalations topic; skipped"
+                );
+                return true;
+            }
+            Err(e) => {
+                self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, partition = m.partition(), offset = m.offset(), "undecodable escalation; dead-lettered");
+                return self
+                    .dead_letter(m, e.code(), &e.to_string(), None, stop)
+                    .await;
+            }
+        };
+        self.counters.escalations.fetch_add(1, Ordering::Relaxed);
+        for d in self.notifier.deliver(&esc).await {
+            if let Outcome::GaveUp { reason, .. } = &d.outcome {
+                let reason = format!(
+                    "{} did not take incident {}: {reason}",
+                    d.sink, esc.incident
+                );
+                if !self
+                    .dead_letter(m, "sink_failed", &reason, Some(d.sink.as_str()), stop)
+                    .await
+                {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Writes the record to the dead-letter topic with the reason,
+    /// retrying until the broker has it or a stop is asked for.
+    async fn dead_letter(
+        &self,
+        m: &BorrowedMessage<'_>,
+        code: &str,
+        reason: &str,
+        sink: Option<&str>,
+        stop: &AtomicBool,
+    ) -> bool {
+        let reason = self.notifier.redact(reason);
+        let mut wait = StdDuration::from_millis(500);
+        loop {
+            let mut headers =
+                wire::dead_letter_headers(&reason, code, m.topic(), m.partition(), m.offset());
+            if let Some(s) = sink {
+                headers = headers.insert(Header {
+                    key: "selfheal-sink",
+                    value: Some(s),
+                });
+            }
+            if let Some(k) = wire::header(m.headers(), wire::KIND_HEADER) {
+                headers = headers.insert(Header {
+                    key: wire::KIND_HEADER,
+                    value: Some(k),
+                });
+            }
+            let mut rec = FutureRecord::to(&self.dlq)
+                .payload(m.payload().unwrap_or(&[]))
+                .headers(headers);
+            if let Some(k) = m.key() {
+                rec = rec.key(k);
+            }
+            match self.producer.send(rec, StdDuration::from_secs(30)).await {
+                Ok(_) => {
+                    self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Err((e, _)) => {
+                    tracing::error!(error = %e, "writing to the dead-letter topic; retrying");
+                    if stop.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(StdDuration::from_secs(30));
+                }
+            }
+        }
+    }
+}
