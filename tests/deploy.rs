@@ -249,6 +249,21 @@ fn the_shipped_policy_and_handlers_load() {
     selfheal::executor::Handlers::load(&handlers).expect("ConfigMap handlers");
     selfheal::executor::Handlers::load(&root().join("deploy/compose/handlers.yaml"))
         .expect("compose handlers");
+    // The notifier's config loads, its secrets from the environment.
+    let (_, ncm) = objs
+        .iter()
+        .find(|(_, o)| kind_name(o) == "ConfigMap/selfheal-notify")
+        .expect("ConfigMap selfheal-notify");
+    let notify = dir.join("notify.yaml");
+    std::fs::write(&notify, s(&ncm["data"]["notify.yaml"])).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_selfheal"))
+        .args(["notify", "--check", "--notify-config"])
+        .arg(&notify)
+        .env("PD_ROUTING_KEY", "R0UTINGKEY")
+        .env("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/X")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ConfigMap notify.yaml: {out:?}");
     // The image ships examples/policy.yaml, which the compose engine uses.
     assert!(read("deploy/Dockerfile").contains("COPY examples/policy.yaml /etc/selfheal/policy.yaml"));
 }
