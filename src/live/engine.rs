@@ -559,7 +559,11 @@ impl Runtime {
                     self.counters.clamped_late.fetch_add(1, Ordering::Relaxed);
                 }
                 let before = shard.outputs.len();
-                let started = self.cfg.traces.as_ref().map(|_| std::time::SystemTime::now());
+                let started = self
+                    .cfg
+                    .traces
+                    .as_ref()
+                    .map(|_| std::time::SystemTime::now());
                 let rec = Record {
                     ts: Timestamp(ts),
                     input,
@@ -808,7 +812,11 @@ impl Runtime {
             };
             let ts = shard.core.now().map_or(wall, |n| n.0.max(wall));
             let before = shard.outputs.len();
-            let started = self.cfg.traces.as_ref().map(|_| std::time::SystemTime::now());
+            let started = self
+                .cfg
+                .traces
+                .as_ref()
+                .map(|_| std::time::SystemTime::now());
             let rec = Record {
                 ts: Timestamp(ts),
                 input: crate::records::Input::Tick,

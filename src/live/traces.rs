@@ -241,14 +241,7 @@ impl Traces {
                 if let Some(cmd) = result_command.filter(|_| name == "validate") {
                     attrs.push(KeyValue::new("selfheal.command", cmd.to_string()));
                 }
-                let mut span = self.span(
-                    name,
-                    SpanKind::Consumer,
-                    &parent,
-                    None,
-                    times,
-                    attrs,
-                );
+                let mut span = self.span(name, SpanKind::Consumer, &parent, None, times, attrs);
                 let decision = span.span_context().clone();
                 span.end();
                 for o in group {
@@ -316,14 +309,7 @@ impl Traces {
         let mut attrs = command_attributes(cmd);
         attrs.push(KeyValue::new("selfheal.status", status.as_str()));
         attrs.push(KeyValue::new("selfheal.duration_ms", ms));
-        let mut span = self.span(
-            "execute",
-            SpanKind::Consumer,
-            &parent,
-            None,
-            times,
-            attrs,
-        );
+        let mut span = self.span("execute", SpanKind::Consumer, &parent, None, times, attrs);
         if status != ResultStatus::Succeeded {
             span.set_status(Status::error(detail.to_string()));
         }
@@ -364,10 +350,7 @@ fn validation_outcome(decision: &str, inputs: &[String], group: &[Emitted]) -> O
         matches!(&o.output, Output::Incident(i)
             if i.state == IncidentState::Resolved && i.reason.starts_with("fix confirmed"))
     });
-    if !(input.starts_with("result@")
-        || deadline
-        || confirmed
-        || decision == "validation_pending")
+    if !(input.starts_with("result@") || deadline || confirmed || decision == "validation_pending")
     {
         return None;
     }
