@@ -290,8 +290,9 @@ struct Held {
     ts: Option<i64>,
     key: Option<Vec<u8>>,
     value: Vec<u8>,
-    /// A result's trace context, when tracing is on.
-    trace: Option<SpanContext>,
+    /// A result's trace context, when tracing is on (boxed: most held
+    /// records have none).
+    trace: Option<Box<SpanContext>>,
 }
 
 /// At most 10 log lines a second for one kind of event; the count of the
@@ -482,7 +483,7 @@ impl Runtime {
                 ts,
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().unwrap_or(&[]).to_vec(),
-                trace,
+                trace: trace.map(Box::new),
             });
             self.held_count += 1;
             self.counters.paces.fetch_add(1, Ordering::Relaxed);
@@ -747,7 +748,15 @@ impl Runtime {
                 .map(|n| n.ts.unwrap_or(i64::MIN))
                 .or(h.ts);
         }
-        self.process_input(t, p, h.offset, h.ts, h.key.as_deref(), &h.value, h.trace);
+        self.process_input(
+            t,
+            p,
+            h.offset,
+            h.ts,
+            h.key.as_deref(),
+            &h.value,
+            h.trace.map(|b| *b),
+        );
     }
 
     /// Decides held records that the frontier has come near, earliest
@@ -786,7 +795,7 @@ impl Runtime {
                 h.ts,
                 h.key.as_deref(),
                 &h.value,
-                h.trace,
+                h.trace.map(|b| *b),
             );
         }
     }
