@@ -92,6 +92,13 @@ impl Traces {
     pub fn otlp(endpoint: &str, service: &str, instance: &str) -> Result<Traces, TracesError> {
         use opentelemetry_otlp::{Protocol, WithExportConfig};
         let url = traces_url(endpoint);
+        if !url.starts_with("http://") {
+            // reqwest is built without TLS here.
+            return Err(TracesError::Exporter {
+                endpoint: url,
+                message: "expected an http:// URL (https needs a build with TLS)".into(),
+            });
+        }
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
@@ -489,6 +496,16 @@ mod tests {
             assert!(parse(Some(bad), None).is_none(), "{bad:?}");
         }
         assert!(parse(None, Some("vendor=abc")).is_none());
+    }
+
+    #[test]
+    fn an_endpoint_that_is_not_http_is_refused() {
+        for bad in ["127.0.0.1:4318", "https://collector:4318", "not a url"] {
+            let e = Traces::otlp(bad, "selfheal-engine", "i").unwrap_err();
+            assert!(e.to_string().contains("expected an http:// URL"), "{e}");
+        }
+        let e = Traces::otlp("http://[bad", "selfheal-engine", "i").unwrap_err();
+        assert!(e.to_string().contains("http://[bad/v1/traces"), "{e}");
     }
 
     #[test]
