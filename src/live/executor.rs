@@ -272,7 +272,20 @@ impl Shared {
             }
         } else {
             self.counters.started.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(command = %cmd.id, action = %cmd.action, target = %cmd.target, "running");
+            // With traces on, the line names the incident's trace.
+            let trace_id = self
+                .cfg
+                .traces
+                .as_ref()
+                .map(|_| super::traces::trace_id(&cmd.incident).to_string());
+            tracing::info!(
+                command = %cmd.id,
+                incident = %cmd.incident,
+                action = %cmd.action,
+                target = %cmd.target,
+                trace_id,
+                "running"
+            );
             crate::executor::run(&cmd, &self.runner).await
         };
         match outcome.status {
