@@ -57,6 +57,11 @@ pub struct EngineArgs {
     /// Where a partition with no committed offset starts.
     #[arg(long, value_parser = ["earliest", "latest"], default_value = "earliest")]
     pub start: String,
+    /// Export OpenTelemetry traces over OTLP/HTTP (protobuf) to this
+    /// endpoint, e.g. `http://127.0.0.1:4318` (`/v1/traces` is appended).
+    /// Default: `OTEL_EXPORTER_OTLP_ENDPOINT`; unset, traces are off.
+    #[arg(long, env = "SELFHEAL_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 pub fn std_duration(s: &str) -> anyhow::Result<std::time::Duration> {
@@ -119,10 +124,15 @@ pub fn engine(a: EngineArgs) -> anyhow::Result<i32> {
     cfg.max_lateness_ms = std_duration(&a.max_lateness)?.as_millis() as i64;
     cfg.max_future_ms = std_duration(&a.max_future)?.as_millis() as i64;
     cfg.start_earliest = a.start == "earliest";
+    cfg.traces = traces(a.otlp_endpoint, "selfheal-engine", &cfg.instance)?;
     let rt = runtime()?;
     let stop = stop_on_signal(&rt);
     let counters = Arc::new(EngineCounters::default());
-    selfheal::live::engine::run(&cfg, &stop, &counters)?;
+    let res = selfheal::live::engine::run(&cfg, &stop, &counters);
+    if let Some(t) = &cfg.traces {
+        t.shutdown();
+    }
+    res?;
     let g = EngineCounters::get;
     eprintln!(
         "selfheal engine: stopped after {} records, {} commands, {} dead-lettered",
@@ -168,6 +178,11 @@ pub struct ExecutorArgs {
     /// not given.
     #[arg(long, value_delimiter = ',')]
     pub k8s_namespaces: Option<Vec<String>>,
+    /// Export OpenTelemetry traces over OTLP/HTTP (protobuf) to this
+    /// endpoint, e.g. `http://127.0.0.1:4318` (`/v1/traces` is appended).
+    /// Default: `OTEL_EXPORTER_OTLP_ENDPOINT`; unset, traces are off.
+    #[arg(long, env = "SELFHEAL_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 pub fn executor(a: ExecutorArgs) -> anyhow::Result<i32> {
@@ -185,16 +200,40 @@ pub fn executor(a: ExecutorArgs) -> anyhow::Result<i32> {
     }
     cfg.concurrency = a.concurrency;
     cfg.format = a.format;
+    cfg.traces = traces(a.otlp_endpoint, "selfheal-executor", &cfg.instance)?;
+    let traces = cfg.traces.clone();
     let rt = runtime()?;
     let stop = stop_on_signal(&rt);
     let counters = Arc::new(ExecutorCounters::default());
-    rt.block_on(selfheal::live::executor::run(
+    let res = rt.block_on(selfheal::live::executor::run(
         cfg,
         Arc::new(runner),
         stop,
         counters,
-    ))?;
+    ));
+    if let Some(t) = traces {
+        t.shutdown();
+    }
+    res?;
     Ok(0)
+}
+
+/// The OTLP trace exporter, when an endpoint is configured.
+fn traces(
+    flag: Option<String>,
+    service: &str,
+    instance: &str,
+) -> anyhow::Result<Option<selfheal::live::traces::Traces>> {
+    use selfheal::live::traces::{self, Traces};
+    let Some(endpoint) = traces::endpoint(flag) else {
+        return Ok(None);
+    };
+    let t = Traces::otlp(&endpoint, service, instance)?;
+    eprintln!(
+        "selfheal: exporting traces to {}",
+        traces::traces_url(&endpoint)
+    );
+    Ok(Some(t))
 }
 
 pub fn build_runner(

@@ -37,6 +37,8 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use opentelemetry::trace::SpanContext;
+
 use super::journal::{self, Entry};
 use super::wire::{self, Format, INPUT_KINDS};
 use super::{wall_ms, Health, KafkaArgs, LiveError, Topics};
@@ -83,6 +85,9 @@ pub struct EngineConfig {
     /// How far one input topic of a partition may run ahead of another
     /// that is still catching up (see `Runtime::pace`).
     pub pace_slack_ms: i64,
+    /// OpenTelemetry spans of the decisions, and `traceparent` headers on
+    /// commands; `None` (the default) makes neither.
+    pub traces: Option<super::traces::Traces>,
 }
 
 impl EngineConfig {
@@ -101,6 +106,7 @@ impl EngineConfig {
             max_future_ms: 5 * 60_000,
             start_earliest: true,
             pace_slack_ms: 5_000,
+            traces: None,
         }
     }
 }
@@ -284,6 +290,9 @@ struct Held {
     ts: Option<i64>,
     key: Option<Vec<u8>>,
     value: Vec<u8>,
+    /// A result's trace context, when tracing is on (boxed: most held
+    /// records have none).
+    trace: Option<Box<SpanContext>>,
 }
 
 /// At most 10 log lines a second for one kind of event; the count of the
@@ -455,6 +464,14 @@ impl Runtime {
             return;
         }
         let ts = m.timestamp().to_millis();
+        // A result's trace context, for the `validate` span.
+        let trace = match &self.cfg.traces {
+            Some(_) if t == 3 => super::traces::parse(
+                wire::header(m.headers(), super::traces::TRACEPARENT),
+                wire::header(m.headers(), super::traces::TRACESTATE),
+            ),
+            _ => None,
+        };
         let ahead =
             ts.is_some_and(|ts| ts > self.frontier(p, t).saturating_add(self.cfg.pace_slack_ms));
         let queued = self.held.get(&key).is_some_and(|q| !q.is_empty());
@@ -466,6 +483,7 @@ impl Runtime {
                 ts,
                 key: m.key().map(<[u8]>::to_vec),
                 value: m.payload().unwrap_or(&[]).to_vec(),
+                trace: trace.map(Box::new),
             });
             self.held_count += 1;
             self.counters.paces.fetch_add(1, Ordering::Relaxed);
@@ -476,10 +494,11 @@ impl Runtime {
             }
             return;
         }
-        self.process_input(t, p, off, ts, m.key(), m.payload().unwrap_or(&[]));
+        self.process_input(t, p, off, ts, m.key(), m.payload().unwrap_or(&[]), trace);
     }
 
     /// Decides one input record (or dead-letters it) and journals it.
+    #[allow(clippy::too_many_arguments)]
     fn process_input(
         &mut self,
         t: usize,
@@ -488,6 +507,7 @@ impl Runtime {
         ts: Option<i64>,
         key: Option<&[u8]>,
         value: &[u8],
+        trace: Option<SpanContext>,
     ) {
         if let Some(ts) = ts {
             self.last_ts.insert((t as u8, p), ts);
@@ -540,6 +560,11 @@ impl Runtime {
                     self.counters.clamped_late.fetch_add(1, Ordering::Relaxed);
                 }
                 let before = shard.outputs.len();
+                let started = self
+                    .cfg
+                    .traces
+                    .as_ref()
+                    .map(|_| std::time::SystemTime::now());
                 let rec = Record {
                     ts: Timestamp(ts),
                     input,
@@ -547,6 +572,19 @@ impl Runtime {
                 // Event time never goes back here, so the core cannot
                 // refuse the record as late.
                 let _ = shard.core.process(&rec, &mut shard.outputs);
+                if let (Some(tr), Some(started)) = (&self.cfg.traces, started) {
+                    let command = match &rec.input {
+                        crate::records::Input::Result(r) => Some(r.command_id.as_str()),
+                        _ => None,
+                    };
+                    tr.decisions(
+                        &self.cfg.policy,
+                        &shard.outputs[before..],
+                        trace.as_ref(),
+                        command,
+                        started,
+                    );
+                }
                 let urgent = count_outputs(&self.counters, &shard.outputs[before..]);
                 shard.journal.push_record(t as u8, off, ts, value);
                 self.emitted(p, before, urgent);
@@ -710,7 +748,15 @@ impl Runtime {
                 .map(|n| n.ts.unwrap_or(i64::MIN))
                 .or(h.ts);
         }
-        self.process_input(t, p, h.offset, h.ts, h.key.as_deref(), &h.value);
+        self.process_input(
+            t,
+            p,
+            h.offset,
+            h.ts,
+            h.key.as_deref(),
+            &h.value,
+            h.trace.map(|b| *b),
+        );
     }
 
     /// Decides held records that the frontier has come near, earliest
@@ -749,6 +795,7 @@ impl Runtime {
                 h.ts,
                 h.key.as_deref(),
                 &h.value,
+                h.trace.map(|b| *b),
             );
         }
     }
@@ -774,11 +821,25 @@ impl Runtime {
             };
             let ts = shard.core.now().map_or(wall, |n| n.0.max(wall));
             let before = shard.outputs.len();
+            let started = self
+                .cfg
+                .traces
+                .as_ref()
+                .map(|_| std::time::SystemTime::now());
             let rec = Record {
                 ts: Timestamp(ts),
                 input: crate::records::Input::Tick,
             };
             let _ = shard.core.process(&rec, &mut shard.outputs);
+            if let (Some(tr), Some(started)) = (&self.cfg.traces, started) {
+                tr.decisions(
+                    &self.cfg.policy,
+                    &shard.outputs[before..],
+                    None,
+                    None,
+                    started,
+                );
+            }
             let urgent = count_outputs(&self.counters, &shard.outputs[before..]);
             self.counters.ticks.fetch_add(1, Ordering::Relaxed);
             shard.journal.push(&Entry::Tick { ts });
@@ -966,12 +1027,21 @@ impl Runtime {
             Output::ApprovalRequest(_) => &self.topics.approval_requests,
         };
         let value = wire::encode_output(&e.output, self.cfg.format);
+        let mut headers = wire::kind_headers(e.output.kind());
+        if let (Some(_), Output::Command(c)) = (&self.cfg.traces, &e.output) {
+            // The command's span, for the executor to continue.
+            let tp = super::traces::traceparent(&super::traces::command_span(&c.incident, &c.id));
+            headers = headers.insert(rdkafka::message::Header {
+                key: super::traces::TRACEPARENT,
+                value: Some(tp.as_str()),
+            });
+        }
         self.produce(
             BaseRecord::to(topic)
                 .key(e.output.key().as_bytes())
                 .payload(value.as_slice())
                 .timestamp(e.ts.0)
-                .headers(wire::kind_headers(e.output.kind())),
+                .headers(headers),
         )
     }
 

@@ -17,9 +17,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
+use opentelemetry::trace::SpanContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -38,6 +39,8 @@ pub struct ExecutorConfig {
     pub format: Format,
     /// Commands run at once, at most.
     pub concurrency: usize,
+    /// OpenTelemetry `execute` spans; `None` (the default) makes none.
+    pub traces: Option<super::traces::Traces>,
 }
 
 impl ExecutorConfig {
@@ -48,6 +51,7 @@ impl ExecutorConfig {
             instance: super::engine::default_instance("executor"),
             format: Format::Avro,
             concurrency: 16,
+            traces: None,
         }
     }
 }
@@ -178,6 +182,14 @@ pub async fn run(
             }
         };
         if let Some(cmd) = cmd {
+            // The command's trace context: the engine's `command.emit`
+            // span. Missing or malformed headers leave it `None`.
+            let trace = wire::header(m.headers(), super::traces::TRACEPARENT).and_then(|tp| {
+                super::traces::parse(
+                    Some(tp),
+                    wire::header(m.headers(), super::traces::TRACESTATE),
+                )
+            });
             let fresh = ledgers
                 .lock()
                 .map(|mut l| l.entry(p).or_default().insert(cmd.id.clone()))
@@ -194,7 +206,7 @@ pub async fn run(
                     .map_err(|_| LiveError::Other("executor slots closed".into()))?;
                 let s = shared.clone();
                 tokio::spawn(async move {
-                    s.execute(p, cmd).await;
+                    s.execute(p, cmd, trace).await;
                     drop(permit);
                 });
             }
@@ -245,7 +257,8 @@ struct Shared {
 }
 
 impl Shared {
-    async fn execute(&self, p: i32, cmd: Command) {
+    async fn execute(&self, p: i32, cmd: Command, trace: Option<SpanContext>) {
+        let started = std::time::SystemTime::now();
         let now = wall_ms();
         let outcome = if now > cmd.deadline.0 {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
@@ -256,7 +269,20 @@ impl Shared {
             ))
         } else {
             self.counters.started.fetch_add(1, Ordering::Relaxed);
-            tracing::info!(command = %cmd.id, action = %cmd.action, target = %cmd.target, "running");
+            // With traces on, the line names the incident's trace.
+            let trace_id = self
+                .cfg
+                .traces
+                .as_ref()
+                .map(|_| super::traces::trace_id(&cmd.incident).to_string());
+            tracing::info!(
+                command = %cmd.id,
+                incident = %cmd.incident,
+                action = %cmd.action,
+                target = %cmd.target,
+                trace_id,
+                "running"
+            );
             crate::executor::run(&cmd, &self.runner).await
         };
         match outcome.status {
@@ -268,19 +294,42 @@ impl Shared {
         let result = Input::Result(ActionResult {
             command_id: cmd.id.clone(),
             status: outcome.status,
-            detail: outcome.detail,
+            detail: outcome.detail.clone(),
             at: Some(Timestamp(wall_ms())),
             previous: outcome.previous,
         });
         let Some(value) = wire::encode_input(&result, self.cfg.format) else {
             return;
         };
+        // The result continues the trace: from the `execute` span when
+        // tracing is on, else from the command's own context.
+        let trace = match &self.cfg.traces {
+            Some(tr) => Some(tr.execute(
+                &cmd,
+                trace,
+                outcome.status,
+                &outcome.detail,
+                (started, std::time::SystemTime::now()),
+            )),
+            None => trace,
+        };
+        let (traceparent, tracestate) = match &trace {
+            Some(sc) => (
+                Some(super::traces::traceparent(sc)),
+                Some(sc.trace_state().header()).filter(|s| !s.is_empty()),
+            ),
+            None => (None, None),
+        };
         for attempt in 0..10u32 {
             let rec = FutureRecord::to(&self.topics.results)
                 .key(cmd.service.as_str())
                 .payload(value.as_slice())
                 .timestamp(wall_ms())
-                .headers(wire::kind_headers("result"));
+                .headers(trace_headers(
+                    wire::kind_headers("result"),
+                    traceparent.as_deref(),
+                    tracestate.as_deref(),
+                ));
             match self.producer.send(rec, StdDuration::from_secs(30)).await {
                 Ok(_) => break,
                 Err((e, _)) => {
@@ -343,6 +392,26 @@ impl Shared {
             tracing::error!(error = %e, "dead-lettering an undecodable command");
         }
     }
+}
+
+/// `headers` with `traceparent` and `tracestate` added when present.
+fn trace_headers(
+    headers: OwnedHeaders,
+    traceparent: Option<&str>,
+    tracestate: Option<&str>,
+) -> OwnedHeaders {
+    [
+        (super::traces::TRACEPARENT, traceparent),
+        (super::traces::TRACESTATE, tracestate),
+    ]
+    .into_iter()
+    .fold(headers, |h, (key, value)| match value {
+        Some(v) => h.insert(Header {
+            key,
+            value: Some(v),
+        }),
+        None => h,
+    })
 }
 
 /// The ids in one partition of the executions ledger.

@@ -10,6 +10,7 @@
 //! * [`range`] — a time range of topics as a replay source.
 //! * [`tools`] — operator tools: publish alerts, approve, kill switch,
 //!   audit tail, the Alertmanager bridge.
+//! * [`traces`] — OpenTelemetry spans, one trace per incident.
 //! * [`verify`] — replaying the journals to check the audit topic.
 //! * [`wire`] — how records are framed on topics.
 
@@ -20,6 +21,7 @@ pub mod journal;
 pub mod notify;
 pub mod range;
 pub mod tools;
+pub mod traces;
 pub mod verify;
 pub mod wire;
 
