@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod config;
 pub mod demo;
 pub mod live;
 pub mod record;
@@ -13,6 +14,15 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "selfheal", version, about)]
 pub struct Cli {
+    /// Config file (YAML): a `kafka` section and one section per
+    /// subcommand, keyed by long flag names. Flags win over `SELFHEAL_*`
+    /// variables, which win over the file, which wins over defaults.
+    #[arg(long, global = true, env = "SELFHEAL_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the subcommand's effective settings with their sources
+    /// (flag, env, file, default), secrets redacted, and exit.
+    #[arg(long, global = true)]
+    pub print_config: bool,
     #[command(subcommand)]
     pub command: Command,
 }

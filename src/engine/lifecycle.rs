@@ -230,9 +230,16 @@ impl Engine {
             return self.commit(d, out);
         };
         let (id, service) = (inc.id.clone(), inc.service.clone());
-        let Some(r) = inc.runbook else { return };
         let mut d = Decision::new(ts, &service, "approval_ignored", input);
         d.incident = Some(id.clone());
+        let Some(r) = inc.runbook else {
+            // Its runbook left the policy in a reload.
+            d.reason(format!(
+                "the runbook of {} is no longer in the policy: ignored; it escalates at its approval deadline",
+                a.command_id
+            ));
+            return self.commit(d, out);
+        };
         d.runbook = Some(self.policy.runbooks[r].name.clone());
         if !self.policy.approvers.iter().any(|x| x == &a.by) {
             d.reason(format!(
