@@ -96,12 +96,11 @@ pub fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
     let cli = Cli::from_arg_matches(&matches).map_err(|e| anyhow!("{e}"))?;
     let (leaf_path, leaf_matches) = leaf(&matches);
     let mut settings: BTreeMap<String, Setting> = BTreeMap::new();
-    for s in f.settings.iter().chain(
-        f.command_settings
-            .get(&leaf_path)
-            .into_iter()
-            .flatten(),
-    ) {
+    for s in f
+        .settings
+        .iter()
+        .chain(f.command_settings.get(&leaf_path).into_iter().flatten())
+    {
         settings.insert(s.key.clone(), s.clone());
     }
     selfheal::live::set_file_settings(
@@ -117,14 +116,7 @@ pub fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
                 .find_subcommand(name)
                 .context("subcommand vanished")?;
         }
-        print_config(
-            f,
-            &leaf_path,
-            leaf_cmd,
-            leaf_matches,
-            &from_file,
-            &settings,
-        );
+        print_config(f, &leaf_path, leaf_cmd, leaf_matches, &from_file, &settings);
         return Ok(Parsed::Printed);
     }
     Ok(Parsed::Run(cli))
@@ -175,9 +167,7 @@ fn key_matches(a: &clap::Arg, key: &str) -> bool {
 /// The ids of the Kafka arguments shared by the live commands.
 fn kafka_ids() -> BTreeSet<String> {
     let c = <selfheal::live::KafkaArgs as clap::Args>::augment_args(clap::Command::new("k"));
-    c.get_arguments()
-        .map(|a| a.get_id().to_string())
-        .collect()
+    c.get_arguments().map(|a| a.get_id().to_string()).collect()
 }
 
 /// Adds variables and file defaults to every argument of every
@@ -243,15 +233,15 @@ fn decorate(
             }
             for one in &values {
                 check_value(&a, &long, one).map_err(|e| {
-                        let msg = e.to_string();
-                        let msg = msg
-                            .lines()
-                            .next()
-                            .unwrap_or_default()
-                            .trim_start_matches("error: ")
-                            .to_string();
-                        anyhow!("{}: {}.{long}: {msg}", file.path.display(), path.join("."))
-                    })?;
+                    let msg = e.to_string();
+                    let msg = msg
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .trim_start_matches("error: ")
+                        .to_string();
+                    anyhow!("{}: {}.{long}: {msg}", file.path.display(), path.join("."))
+                })?;
             }
             a2 = a2.default_values(values).required(false);
             from_file.insert((path.to_vec(), id.clone()));
@@ -282,8 +272,8 @@ impl ConfigFile {
     fn read(path: &Path, cmd: &clap::Command) -> anyhow::Result<ConfigFile> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let docs = YamlLoader::load_from_str(&text)
-            .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let docs =
+            YamlLoader::load_from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
         let mut f = ConfigFile {
             path: path.to_path_buf(),
             ..ConfigFile::default()
@@ -329,7 +319,12 @@ impl ConfigFile {
         Ok(f)
     }
 
-    fn read_section(&mut self, v: &Yaml, cmd: &clap::Command, path: Vec<String>) -> anyhow::Result<()> {
+    fn read_section(
+        &mut self,
+        v: &Yaml,
+        cmd: &clap::Command,
+        path: Vec<String>,
+    ) -> anyhow::Result<()> {
         if !cmd.has_subcommands() {
             let (flags, settings) = self.read_flags(v, cmd, &path)?;
             self.sections.insert(path.clone(), flags);
@@ -381,15 +376,21 @@ impl ConfigFile {
         };
         let args: Vec<&clap::Arg> = cmd
             .get_arguments()
-            .filter(|a| a.get_long().is_some() && takes_values(a) && !is_global(a.get_id().as_str()))
+            .filter(|a| {
+                a.get_long().is_some() && takes_values(a) && !is_global(a.get_id().as_str())
+            })
             .collect();
         let mut flags = BTreeMap::new();
         let mut settings = Vec::new();
         for (k, v) in h {
             let key = key_str(k, &self.path, &place)?;
-            let is_settings = key == SETTINGS_KEY
-                && args.iter().any(|a| a.get_id().as_str() == SETTINGS_ID);
-            if is_settings || args.iter().any(|a| a.get_id().as_str() == SETTINGS_ID && key_matches(a, &key)) {
+            let is_settings =
+                key == SETTINGS_KEY && args.iter().any(|a| a.get_id().as_str() == SETTINGS_ID);
+            if is_settings
+                || args
+                    .iter()
+                    .any(|a| a.get_id().as_str() == SETTINGS_ID && key_matches(a, &key))
+            {
                 settings = self.read_settings(v, &format!("{place}.{key}"))?;
                 continue;
             }
@@ -443,7 +444,10 @@ impl ConfigFile {
         for (k, v) in h {
             let key = key_str(k, &self.path, place)?;
             let value = scalar(v).ok_or_else(|| {
-                anyhow!("{}: {place}.{key}: expected a plain value", self.path.display())
+                anyhow!(
+                    "{}: {place}.{key}: expected a plain value",
+                    self.path.display()
+                )
             })?;
             if let Some(name) = key.strip_suffix("_env") {
                 let got = std::env::var(&value).map_err(|_| {
@@ -547,9 +551,16 @@ fn leaf(m: &ArgMatches) -> (Vec<String>, &ArgMatches) {
 /// Whether a setting or flag name holds a secret.
 pub fn is_secret(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
-    ["password", "secret", "token", "oauthbearer.config", "key.pem", "credential"]
-        .iter()
-        .any(|w| n.contains(w))
+    [
+        "password",
+        "secret",
+        "token",
+        "oauthbearer.config",
+        "key.pem",
+        "credential",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
 }
 
 fn print_config(
@@ -595,7 +606,10 @@ fn print_config(
         };
         println!("{long} = {shown}  ({source})");
     }
-    if !cmd.get_arguments().any(|a| a.get_id().as_str() == SETTINGS_ID) {
+    if !cmd
+        .get_arguments()
+        .any(|a| a.get_id().as_str() == SETTINGS_ID)
+    {
         return;
     }
     // Kafka client settings, merged per key: file < SELFHEAL_KAFKA_* < -X.
@@ -621,7 +635,10 @@ fn print_config(
         for s in vals {
             let s = s.to_string_lossy();
             if let Some((k, v)) = s.split_once('=') {
-                merged.insert(k.trim().to_string(), (v.trim().to_string(), "flag -X".into()));
+                merged.insert(
+                    k.trim().to_string(),
+                    (v.trim().to_string(), "flag -X".into()),
+                );
             }
         }
     }

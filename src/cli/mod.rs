@@ -53,6 +53,9 @@ pub enum Command {
     Reject(live::DecideArgs),
     /// Stop (on) or resume (off) automated actions in a scope.
     KillSwitch(live::KillSwitchArgs),
+    /// Ask every engine to read its policy file again now (a control
+    /// record); a changed, valid policy is applied at one batch boundary.
+    ReloadPolicy(live::ReloadPolicyArgs),
     /// Follow and verify the audit topic; check it against a replay of
     /// the journals.
     #[command(subcommand)]
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Approve(a) => live::decide(a, selfheal::records::Verdict::Approve),
         Command::Reject(a) => live::decide(a, selfheal::records::Verdict::Reject),
         Command::KillSwitch(a) => live::kill_switch(a),
+        Command::ReloadPolicy(a) => live::reload_policy(a),
         Command::Audit(a) => live::audit(a),
         Command::Bridge(a) => live::bridge(a),
         Command::Topics(a) => live::topics(a),

@@ -279,6 +279,14 @@ impl Engine {
             _ => self.global_chain.clone(),
         };
         let by = c.by.as_deref().unwrap_or("unknown");
+        if c.reload_policy {
+            let input = format!("control@{ts}:{} reload_policy by {by}", c.scope);
+            let mut d = Decision::new(ts, &service, "policy_reload_requested", input);
+            d.reason(format!(
+                "{by} asked for the policy file to be read again (applied at a batch boundary when it changed)"
+            ));
+            return self.commit(d, out);
+        }
         let input = format!(
             "control@{ts}:{} kill_switch={} by {by}",
             c.scope, c.kill_switch

@@ -58,7 +58,10 @@ impl Engine {
             Ok(new) => {
                 let new = Arc::new(new);
                 let mut d = Decision::new(ts, &service, "policy_reloaded", input);
-                d.reason(format!("policy {} replaced by {}", old.version, new.version));
+                d.reason(format!(
+                    "policy {} replaced by {}",
+                    old.version, new.version
+                ));
                 self.switch(&old, new, &mut d);
                 self.commit(d, out);
             }
@@ -108,5 +111,144 @@ impl Engine {
                 .push(i);
         }
         self.policy = new;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{Audit, Command, Output, Record};
+
+    pub(crate) const RESTART: &str = r#"
+runbooks:
+  - name: restart-on-crash
+    match: ['alertname="Crash"']
+    tier: 1
+    action: {kind: restart, target: '{{ labels.pod }}'}
+    validate: {within: 5m}
+"#;
+
+    pub(crate) const FAILOVER: &str = r#"
+runbooks:
+  - name: failover-on-crash
+    match: ['alertname="Crash"']
+    tier: 1
+    action: {kind: failover, target: '{{ labels.pod }}'}
+    validate: {within: 5m}
+"#;
+
+    fn alert(min: u32, service: &str) -> Record {
+        Record::from_json_line(&format!(
+            r#"{{"ts":"2026-03-01T10:{min:02}:00Z","kind":"alert","data":{{"status":"firing","labels":{{"alertname":"Crash","service":"{service}","pod":"{service}-1"}}}}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn at(min: u32) -> Timestamp {
+        Timestamp::parse(&format!("2026-03-01T10:{min:02}:00Z")).unwrap()
+    }
+
+    fn core(text: &str) -> Engine {
+        Engine::new(Arc::new(
+            crate::policy::load::parse(text, "p.yaml").unwrap(),
+        ))
+    }
+
+    fn commands(out: &[Emitted]) -> Vec<&Command> {
+        out.iter()
+            .filter_map(|e| match &e.output {
+                Output::Command(c) => Some(c),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn audits<'a>(out: &'a [Emitted], decision: &str) -> Vec<&'a Audit> {
+        out.iter()
+            .filter_map(|e| match &e.output {
+                Output::Audit(a) if a.decision == decision => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_next_incident_is_decided_by_the_new_policy_and_the_change_is_audited() {
+        let mut e = core(RESTART);
+        let mut out = Vec::new();
+        e.process(&alert(0, "checkout"), &mut out).unwrap();
+        assert_eq!(commands(&out)[0].action, "restart");
+        let old = e.policy().version.clone();
+
+        out.clear();
+        e.reload_policy(at(1), FAILOVER, &mut out).unwrap();
+        let new = crate::policy::load::version(FAILOVER);
+        let a = audits(&out, "policy_reloaded");
+        assert_eq!(a.len(), 1, "{out:?}");
+        assert_eq!(a[0].policy_version, new);
+        assert!(a[0].reasons[0].contains(&old) && a[0].reasons[0].contains(&new));
+        // The open incident's runbook is gone: said so, and it stays open.
+        assert!(
+            a[0].reasons
+                .iter()
+                .any(|r| r.contains("restart-on-crash")
+                    && r.contains("stays open without a runbook")),
+            "{:?}",
+            a[0].reasons
+        );
+        assert_eq!(e.stats().open_incidents, 1);
+
+        out.clear();
+        e.process(&alert(2, "search"), &mut out).unwrap();
+        let c = commands(&out);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].action, "failover");
+        assert_eq!(c[0].runbook, "failover-on-crash");
+        assert!(out.iter().all(|x| match &x.output {
+            Output::Audit(a) => a.policy_version == new,
+            _ => true,
+        }));
+    }
+
+    #[test]
+    fn an_invalid_policy_is_refused_and_the_old_one_keeps_deciding() {
+        let mut e = core(RESTART);
+        let old = e.policy().version.clone();
+        let mut out = Vec::new();
+        let bad = "runbooks:\n  - name: r\n    tier: 7\n";
+        e.reload_policy(at(0), bad, &mut out).unwrap();
+        let a = audits(&out, "policy_reload_refused");
+        assert_eq!(a.len(), 1);
+        assert_eq!(a[0].policy_version, old);
+        assert!(
+            a[0].reasons.len() > 1,
+            "problems listed: {:?}",
+            a[0].reasons
+        );
+        assert!(a[0].reasons.iter().any(|r| r.starts_with("policy:")));
+        assert_eq!(e.policy().version, old);
+
+        out.clear();
+        e.process(&alert(1, "checkout"), &mut out).unwrap();
+        assert_eq!(commands(&out)[0].action, "restart");
+    }
+
+    #[test]
+    fn incidents_keep_a_runbook_that_survives_by_name() {
+        let mut e = core(RESTART);
+        let mut out = Vec::new();
+        e.process(&alert(0, "checkout"), &mut out).unwrap();
+        // Same runbook name, another rule placed before it: indices move.
+        let moved = format!(
+            "{}\n  - name: restart-on-crash\n    match: ['alertname=\"Crash\"']\n    tier: 1\n    action: {{kind: restart, target: '{{{{ labels.pod }}}}'}}\n    validate: {{within: 5m}}\n",
+            "runbooks:\n  - name: other\n    match: ['alertname=\"Other\"']\n    tier: 3\n    action: {kind: restart, target: x}\n"
+        );
+        out.clear();
+        e.reload_policy(at(1), &moved, &mut out).unwrap();
+        let a = audits(&out, "policy_reloaded");
+        assert_eq!(a.len(), 1, "{out:?}");
+        assert!(!a[0].reasons.iter().any(|r| r.contains("without a runbook")));
+        let inc = e.state.incidents.values().next().unwrap();
+        assert_eq!(inc.runbook, Some(1));
     }
 }
