@@ -208,6 +208,10 @@ fn decorate(
             continue;
         }
         let mut a2 = a.clone();
+        if matches!(a.get_action(), ArgAction::SetTrue | ArgAction::SetFalse) {
+            // Variables and files say `1`, `yes`, `on` as well as `true`.
+            a2 = a2.value_parser(clap::builder::BoolishValueParser::new());
+        }
         if a.get_env().is_none() {
             a2 = a2.env(env_name(&long));
         }
@@ -254,7 +258,7 @@ fn decorate(
 /// Runs a value through the argument's parser, as if given as a flag.
 fn check_value(a: &clap::Arg, long: &str, value: &str) -> Result<(), clap::Error> {
     let parser = match a.get_action() {
-        ArgAction::SetTrue | ArgAction::SetFalse => clap::value_parser!(bool),
+        ArgAction::SetTrue | ArgAction::SetFalse => clap::builder::BoolishValueParser::new().into(),
         _ => a.get_value_parser().clone(),
     };
     let probe = clap::Arg::new("value")

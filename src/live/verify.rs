@@ -329,9 +329,11 @@ pub fn replay_journal(
                     into.reloads += 1;
                 }
             }
-            Err(journal::ReplayError::Undecodable(err)) => failed = Some(format!(
+            Err(journal::ReplayError::Undecodable(err)) => {
+                failed = Some(format!(
                 "a journaled record no longer decodes ({err}); the decoder changed since the run"
-            )),
+            ))
+            }
             Err(err) => failed = Some(format!("replaying the journal: {err}")),
         }
         into.audits
