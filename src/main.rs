@@ -4,8 +4,8 @@ mod cli;
 
 fn main() {
     let cli = match cli::config::parse(std::env::args_os().collect()) {
-        Ok(cli::config::Parsed::Run(cli)) => cli,
-        Ok(cli::config::Parsed::Printed) => std::process::exit(0),
+        Ok(Some(cli)) => cli,
+        Ok(None) => std::process::exit(0),
         Err(e) => {
             eprintln!("selfheal: {e:#}");
             std::process::exit(2);

@@ -31,13 +31,6 @@ const SETTINGS_KEY: &str = "settings";
 /// Id of the `-X` argument in [`selfheal::live::KafkaArgs`].
 const SETTINGS_ID: &str = "settings";
 
-/// What [`parse`] gives the binary.
-pub enum Parsed {
-    Run(Cli),
-    /// `--print-config` printed the effective settings.
-    Printed,
-}
-
 /// One value of the file for one flag.
 #[derive(Debug, Clone)]
 enum FileValue {
@@ -77,8 +70,9 @@ struct Setting {
     via: Option<String>,
 }
 
-/// Parses the command line with the config file and the environment.
-pub fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
+/// Parses the command line with the config file and the environment;
+/// `None` when `--print-config` printed the effective settings instead.
+pub fn parse(args: Vec<OsString>) -> anyhow::Result<Option<Cli>> {
     let path = config_path(&args);
     let mut cmd = Cli::command();
     let file = match &path {
@@ -88,7 +82,9 @@ pub fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
     let empty = ConfigFile::default();
     let f = file.as_ref().unwrap_or(&empty);
     let mut from_file = BTreeSet::new();
-    cmd = decorate(cmd, &[], f, &mut from_file)?;
+    let mut declared = BTreeSet::new();
+    declared_envs(&cmd, &mut declared);
+    cmd = decorate(cmd, &[], f, &declared, &mut from_file)?;
     let matches = match cmd.clone().try_get_matches_from(args) {
         Ok(m) => m,
         Err(e) => e.exit(),
@@ -117,9 +113,9 @@ pub fn parse(args: Vec<OsString>) -> anyhow::Result<Parsed> {
                 .context("subcommand vanished")?;
         }
         print_config(f, &leaf_path, leaf_cmd, leaf_matches, &from_file, &settings);
-        return Ok(Parsed::Printed);
+        return Ok(None);
     }
-    Ok(Parsed::Run(cli))
+    Ok(Some(cli))
 }
 
 /// `--config FILE` / `--config=FILE` before any `--`, else `SELFHEAL_CONFIG`.
@@ -170,12 +166,28 @@ fn kafka_ids() -> BTreeSet<String> {
     c.get_arguments().map(|a| a.get_id().to_string()).collect()
 }
 
+/// Every variable name some argument declares itself.
+fn declared_envs(cmd: &clap::Command, into: &mut BTreeSet<String>) {
+    for a in cmd.get_arguments() {
+        if let Some(e) = a.get_env() {
+            into.insert(e.to_string_lossy().into_owned());
+        }
+    }
+    for s in cmd.get_subcommands() {
+        declared_envs(s, into);
+    }
+}
+
 /// Adds variables and file defaults to every argument of every
-/// subcommand below `path`.
+/// subcommand below `path`. A flag gets `SELFHEAL_<FLAG>` unless it has a
+/// variable already or another flag declares that name: `replay
+/// --brokers` (which chooses replay's input) does not read
+/// `SELFHEAL_BROKERS`, the live commands' broker list.
 fn decorate(
     mut cmd: clap::Command,
     path: &[String],
     file: &ConfigFile,
+    declared: &BTreeSet<String>,
     from_file: &mut BTreeSet<(Vec<String>, String)>,
 ) -> anyhow::Result<clap::Command> {
     let subs: Vec<String> = cmd
@@ -190,7 +202,7 @@ fn decorate(
             .find_subcommand(&name)
             .cloned()
             .context("subcommand vanished")?;
-        let sub = decorate(sub, &p, file, from_file)?;
+        let sub = decorate(sub, &p, file, declared, from_file)?;
         cmd = cmd.mut_subcommand(&name, |_| sub);
     }
     if path.is_empty() || cmd.has_subcommands() {
@@ -212,7 +224,7 @@ fn decorate(
             // Variables and files say `1`, `yes`, `on` as well as `true`.
             a2 = a2.value_parser(clap::builder::BoolishValueParser::new());
         }
-        if a.get_env().is_none() {
+        if a.get_env().is_none() && !declared.contains(&env_name(&long)) {
             a2 = a2.env(env_name(&long));
         }
         let value = section
