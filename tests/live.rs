@@ -576,9 +576,27 @@ fn audits_of(k: &KafkaArgs, decision: &str) -> Vec<selfheal::records::Audit> {
 fn an_edited_policy_file_decides_the_next_incident_under_a_running_engine() {
     let Some(b) = real_broker() else { return };
     let k = setup(&b, "reload", 3);
+    policy_reload_under_a_running_engine(&k, "at_least_once");
+}
+
+#[test]
+fn a_policy_reload_commits_with_transactions() {
+    let cluster = MockCluster::new(1).unwrap();
+    let k = KafkaArgs::local(&cluster.bootstrap_servers());
+    for t in k.topics().all() {
+        cluster.create_topic(t, 3, 1).unwrap();
+    }
+    policy_reload_under_a_running_engine(&k, "exactly_once");
+}
+
+/// A running engine takes an edited policy file for the next incident,
+/// refuses an invalid one, hears a reload control record, and its
+/// journals replay to the same audit records.
+fn policy_reload_under_a_running_engine(k: &KafkaArgs, guarantee: &str) {
+    let k = k.clone();
     let policy = policy_file("reload", RESTART_POLICY);
     let first = policy_file("reload-first", RESTART_POLICY);
-    let eng = engine(&k, &policy, "at_least_once", &["--policy-reload", "1s"]);
+    let eng = engine(&k, &policy, guarantee, &["--policy-reload", "1s"]);
     eng.wait_log("partition assigned", 3, Duration::from_secs(60));
     crash_alerts(&k, 0, 1);
     let c = wait_for("the first command", Duration::from_secs(60), || {
@@ -660,7 +678,7 @@ fn an_edited_policy_file_decides_the_next_incident_under_a_running_engine() {
         "--policy".into(),
         first.display().to_string(),
         "--processing-guarantee".into(),
-        "at_least_once".into(),
+        guarantee.into(),
     ]);
     let out = std::process::Command::new(BIN).args(&a).output().unwrap();
     let so = String::from_utf8_lossy(&out.stdout);

@@ -408,6 +408,9 @@ struct Runtime {
 
 /// The policy file and the text the cores run with.
 struct PolicyWatch {
+    /// The policy the engine was started with: every core starts from it
+    /// and its journal's policy entries, as `audit verify` replays it.
+    base: Arc<Policy>,
     /// The text of `cfg.policy`, when it came from a file.
     text: Option<String>,
     /// Version of the file content last acted on (applied or refused).
@@ -529,7 +532,7 @@ impl Runtime {
 
     fn recover(&mut self, p: i32) -> Result<Shard, LiveError> {
         let started = Instant::now();
-        let mut shard = Shard::new(&self.cfg.policy, p);
+        let mut shard = Shard::new(&self.policy.base, p);
         let mut entries = 0u64;
         let mut failed = None;
         let (low, high) = journal::read(
@@ -1188,12 +1191,13 @@ fn run_once(
         );
     }
     let failed: Arc<Mutex<Option<LiveError>>> = Arc::default();
+    let base = cfg.policy.clone();
     let mut cfg = cfg.clone();
     let mut text = None;
     if let Some(path) = &cfg.policy_file {
         // After a restart the file may hold a newer policy than the one
-        // started with; partitions whose journal ran another one are
-        // switched to it on assignment.
+        // started with; a partition whose journal ends under another one
+        // is switched to it on assignment.
         match std::fs::read_to_string(path) {
             Ok(t) => match crate::policy::load::parse(&t, &path.display().to_string()) {
                 Ok(p) => {
@@ -1217,6 +1221,7 @@ fn run_once(
         .unwrap_or_default();
     let rt = Arc::new(Mutex::new(Runtime {
         policy: PolicyWatch {
+            base: base.clone(),
             text,
             seen,
             last_check: Instant::now(),
