@@ -384,3 +384,40 @@ fn print_config_redacts_secrets_whatever_their_source() {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
     }
 }
+
+#[test]
+fn the_shared_kafka_section_leaves_replay_reading_its_file() {
+    let cfg = tmp("shared-kafka.yaml");
+    std::fs::write(
+        &cfg,
+        "kafka:\n  brokers: 127.0.0.1:1\n  topic-prefix: team.\n",
+    )
+    .expect("write");
+    let dir = scenario("tier1_restart_validated");
+    let out = clean_bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["replay", "--quiet", "--policy"])
+        .arg(dir.join("policy.yaml"))
+        .arg("--input")
+        .arg(dir.join("input.jsonl"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // The live commands take it.
+    let out = clean_bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["topics", "create", "--print-config"])
+        .output()
+        .expect("runs");
+    let src = cfg.display().to_string();
+    assert_eq!(
+        printed(&out, "brokers"),
+        ("127.0.0.1:1".into(), format!("file {src}"))
+    );
+    assert_eq!(
+        printed(&out, "topic-prefix"),
+        ("team.".into(), format!("file {src}"))
+    );
+}

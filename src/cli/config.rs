@@ -230,8 +230,11 @@ fn decorate(
         let value = section
             .and_then(|s| s.iter().find(|(k, _)| key_matches(&a, k)).map(|(_, v)| v))
             .or_else(|| {
-                kafka
-                    .contains(&id)
+                // Where leaving the flag out means something (`replay`,
+                // `demo` and `bench` without `--brokers`), the shared
+                // section does not fill it in.
+                let shared = a.is_required_set() || !a.get_default_values().is_empty();
+                (kafka.contains(&id) && shared)
                     .then(|| file.kafka.iter().find(|(k, _)| key_matches(&a, k)))
                     .flatten()
                     .map(|(_, v)| v)
