@@ -251,4 +251,45 @@ runbooks:
         let inc = e.state.incidents.values().next().unwrap();
         assert_eq!(inc.runbook, Some(1));
     }
+
+    fn slo(name: &str, period: &str) -> String {
+        format!(
+            "  - name: {name}\n    service: checkout\n    objective: 99.9\n    period: {period}\n    sli:\n      total: 'http_requests_total{{service=\"checkout\"}}'\n      bad:   'http_requests_total{{service=\"checkout\",code=~\"5..\"}}'\n"
+        )
+    }
+
+    #[test]
+    fn slo_windows_survive_a_reload_by_name_and_shape() {
+        let a = format!("slos:\n{}", slo("avail", "30d"));
+        let mut e = core(&a);
+        let mut out = Vec::new();
+        for min in 0..6u32 {
+            for (code, v) in [("200", 1000 * min), ("500", 10 * min)] {
+                let line = format!(
+                    r#"{{"ts":"2026-03-01T10:{min:02}:00Z","kind":"metric","data":{{"name":"http_requests_total","labels":{{"service":"checkout","code":"{code}"}},"value":"{v}"}}}}"#
+                );
+                e.process(&Record::from_json_line(&line).unwrap(), &mut out)
+                    .unwrap();
+            }
+        }
+        let seen = e.slos().last_seen(0);
+        let budget = e.slos().budget_remaining(0);
+        assert!(
+            seen.is_some() && budget.is_some_and(|b| b < 1.0),
+            "{budget:?}"
+        );
+
+        // Another SLO first: `avail` moves to index 1 and keeps its state.
+        let b = format!("slos:\n{}{}", slo("fresh", "30d"), slo("avail", "30d"));
+        e.reload_policy(at(7), &b, &mut out).unwrap();
+        assert_eq!(e.slos().last_seen(1), seen);
+        assert_eq!(e.slos().budget_remaining(1), budget);
+        assert_eq!(e.slos().last_seen(0), None);
+
+        // Another period is another window: it starts empty.
+        let c = format!("slos:\n{}", slo("avail", "7d"));
+        e.reload_policy(at(8), &c, &mut out).unwrap();
+        assert_eq!(e.slos().last_seen(0), None);
+        assert_eq!(e.slos().budget_remaining(0), None);
+    }
 }
