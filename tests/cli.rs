@@ -390,7 +390,7 @@ fn the_shared_kafka_section_leaves_replay_reading_its_file() {
     let cfg = tmp("shared-kafka.yaml");
     std::fs::write(
         &cfg,
-        "kafka:\n  brokers: 127.0.0.1:1\n  topic-prefix: team.\n",
+        "kafka:\n  brokers: 127.0.0.1:1\n  topic-prefix: team.\n  settings: {security.protocol: SASL_SSL}\n",
     )
     .expect("write");
     let dir = scenario("tier1_restart_validated");
@@ -404,6 +404,21 @@ fn the_shared_kafka_section_leaves_replay_reading_its_file() {
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = clean_bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "replay",
+            "--input",
+            "x.jsonl",
+            "--policy",
+            "p.yaml",
+            "--print-config",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(printed(&out, "brokers").1, "unset");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("security.protocol"));
     // The live commands take it.
     let out = clean_bin()
         .arg("--config")
@@ -420,4 +435,7 @@ fn the_shared_kafka_section_leaves_replay_reading_its_file() {
         printed(&out, "topic-prefix"),
         ("team.".into(), format!("file {src}"))
     );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l == format!("-X security.protocol = SASL_SSL  (file {src})")));
 }

@@ -91,10 +91,21 @@ pub fn parse(args: Vec<OsString>) -> anyhow::Result<Option<Cli>> {
     };
     let cli = Cli::from_arg_matches(&matches).map_err(|e| anyhow!("{e}"))?;
     let (leaf_path, leaf_matches) = leaf(&matches);
+    let mut leaf_cmd = &cmd;
+    for name in &leaf_path {
+        leaf_cmd = leaf_cmd
+            .find_subcommand(name)
+            .context("subcommand vanished")?;
+    }
+    // The `kafka` section's client settings go where its brokers go.
+    let shared = leaf_cmd
+        .get_arguments()
+        .any(|a| a.get_id().as_str() == "brokers" && takes_shared(a));
     let mut settings: BTreeMap<String, Setting> = BTreeMap::new();
     for s in f
         .settings
         .iter()
+        .filter(|_| shared)
         .chain(f.command_settings.get(&leaf_path).into_iter().flatten())
     {
         settings.insert(s.key.clone(), s.clone());
@@ -106,12 +117,6 @@ pub fn parse(args: Vec<OsString>) -> anyhow::Result<Option<Cli>> {
             .collect(),
     );
     if matches.get_flag("print_config") {
-        let mut leaf_cmd = &cmd;
-        for name in &leaf_path {
-            leaf_cmd = leaf_cmd
-                .find_subcommand(name)
-                .context("subcommand vanished")?;
-        }
         print_config(f, &leaf_path, leaf_cmd, leaf_matches, &from_file, &settings);
         return Ok(None);
     }
@@ -158,6 +163,13 @@ fn takes_values(a: &clap::Arg) -> bool {
 /// name with `-` for `_`.
 fn key_matches(a: &clap::Arg, key: &str) -> bool {
     a.get_long() == Some(key) || a.get_id().as_str().replace('_', "-") == key
+}
+
+/// Whether the `kafka` section fills in this argument: not where leaving
+/// the flag out means something (`replay`, `demo` and `bench` without
+/// `--brokers` read a file or run an embedded broker).
+fn takes_shared(a: &clap::Arg) -> bool {
+    a.is_required_set() || !a.get_default_values().is_empty()
 }
 
 /// The ids of the Kafka arguments shared by the live commands.
@@ -230,11 +242,7 @@ fn decorate(
         let value = section
             .and_then(|s| s.iter().find(|(k, _)| key_matches(&a, k)).map(|(_, v)| v))
             .or_else(|| {
-                // Where leaving the flag out means something (`replay`,
-                // `demo` and `bench` without `--brokers`), the shared
-                // section does not fill it in.
-                let shared = a.is_required_set() || !a.get_default_values().is_empty();
-                (kafka.contains(&id) && shared)
+                (kafka.contains(&id) && takes_shared(&a))
                     .then(|| file.kafka.iter().find(|(k, _)| key_matches(&a, k)))
                     .flatten()
                     .map(|(_, v)| v)
