@@ -2,10 +2,15 @@
 
 mod cli;
 
-use clap::Parser;
-
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli = match cli::config::parse(std::env::args_os().collect()) {
+        Ok(Some(cli)) => cli,
+        Ok(None) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("selfheal: {e:#}");
+            std::process::exit(2);
+        }
+    };
     // The demo's timeline is its output; its services' logs would drown it.
     let quiet = matches!(
         cli.command,

@@ -212,3 +212,267 @@ fn bench_measures_the_engine_beside_a_raw_consumer_on_the_embedded_broker() {
     assert!(m["slo_state_bytes_per_slo"].as_u64().unwrap() <= 32 * 1024);
     assert_eq!(r["settings"]["processing_guarantee"], "exactly_once");
 }
+
+// Settings: config file, SELFHEAL_* variables, flags.
+
+/// `selfheal` with no inherited SELFHEAL_* settings.
+fn clean_bin() -> Command {
+    let mut c = bin();
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SELFHEAL_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// The `--print-config` line of one flag: `(value, source)`.
+fn printed(out: &std::process::Output, flag: &str) -> (String, String) {
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{flag} = ")))
+        .unwrap_or_else(|| panic!("no {flag} in:\n{text}"));
+    let rest = &line[flag.len() + 3..];
+    let (value, source) = rest.split_once("  (").expect("value  (source)");
+    (value.to_string(), source.trim_end_matches(')').to_string())
+}
+
+#[test]
+fn a_setting_comes_from_the_flag_then_the_environment_then_the_file_then_the_default() {
+    let cfg = tmp("precedence.yaml");
+    std::fs::write(&cfg, "executor:\n  concurrency: 8\n  group: from-file\n").expect("write");
+    let run = |file: bool, env: bool, flag: bool| {
+        let mut c = clean_bin();
+        if file {
+            c.arg("--config").arg(&cfg);
+        }
+        if env {
+            c.env("SELFHEAL_CONCURRENCY", "4");
+        }
+        c.args(["executor", "--print-config"]);
+        if flag {
+            c.args(["--concurrency", "2"]);
+        }
+        c.output().expect("runs")
+    };
+    let src = cfg.display().to_string();
+    assert_eq!(
+        printed(&run(true, true, true), "concurrency"),
+        ("2".into(), "flag".into())
+    );
+    assert_eq!(
+        printed(&run(true, true, false), "concurrency"),
+        ("4".into(), "env SELFHEAL_CONCURRENCY".into())
+    );
+    assert_eq!(
+        printed(&run(true, false, false), "concurrency"),
+        ("8".into(), format!("file {src}"))
+    );
+    assert_eq!(
+        printed(&run(false, false, false), "concurrency"),
+        ("16".into(), "default".into())
+    );
+    // The file also comes from SELFHEAL_CONFIG; other keys of its section
+    // apply beside a flag.
+    let out = clean_bin()
+        .env("SELFHEAL_CONFIG", &cfg)
+        .args(["executor", "--print-config", "--concurrency", "3"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        printed(&out, "group"),
+        ("from-file".into(), format!("file {src}"))
+    );
+    assert_eq!(printed(&out, "concurrency").0, "3");
+}
+
+#[test]
+fn a_required_flag_can_come_from_the_config_file() {
+    let cfg = tmp("check.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "check:\n  policy: {}\n",
+            root().join("examples/policy.yaml").display()
+        ),
+    )
+    .expect("write");
+    let out = clean_bin()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (1 SLOs, 3 runbooks"));
+    // The existing variable names keep working, and win over the file.
+    let out = clean_bin()
+        .arg("--config")
+        .arg(&cfg)
+        .env("SELFHEAL_POLICY", "/nonexistent/policy.yaml")
+        .arg("check")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[test]
+fn config_file_mistakes_are_named_with_their_place() {
+    let cases = [
+        (
+            "engine:\n  polcy: p.yaml\n",
+            "engine: unknown key `polcy` (did you mean `policy`?)",
+        ),
+        (
+            "engin:\n  policy: p.yaml\n",
+            "unknown section `engin` (did you mean `engine`?)",
+        ),
+        (
+            "kafka:\n  brokerz: k:9092\n",
+            "kafka: unknown key `brokerz` (did you mean `brokers`?)",
+        ),
+        (
+            "audit:\n  verfy: {policy: p}\n",
+            "audit: unknown subcommand `verfy` (did you mean `verify`?)",
+        ),
+        (
+            "executor:\n  concurrency: lots\n",
+            "executor.concurrency: invalid value 'lots'",
+        ),
+        (
+            "engine:\n  processing-guarantee: twice\n",
+            "engine.processing-guarantee: invalid value 'twice'",
+        ),
+        (
+            "executor:\n  group: [a, b]\n",
+            "executor.group: takes one value, got a list",
+        ),
+        (
+            "kafka:\n  settings: {sasl.password_env: SELFHEAL_NOT_SET_ANYWHERE}\n",
+            "kafka.settings.sasl.password_env: variable SELFHEAL_NOT_SET_ANYWHERE is not set",
+        ),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let cfg = tmp(&format!("bad-config-{i}.yaml"));
+        std::fs::write(&cfg, text).expect("write");
+        let out = clean_bin()
+            .arg("--config")
+            .arg(&cfg)
+            .args(["executor", "--print-config"])
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{text}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{}: {needle}", cfg.display())),
+            "{text}: missing {needle:?} in {err}"
+        );
+    }
+}
+
+#[test]
+fn print_config_redacts_secrets_whatever_their_source() {
+    let pw_file = tmp("kafka-password");
+    std::fs::write(&pw_file, "file-secret-1\n").expect("write");
+    let cfg = tmp("secrets.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "kafka:\n  brokers: kafka-1:9092\n  settings:\n    security.protocol: SASL_SSL\n    sasl.username: selfheal\n    sasl.password_file: {}\n    ssl.key.password_env: KEY_PW\nengine:\n  settings: {{sasl.oauthbearer.client.secret: inline-secret-3}}\n",
+            pw_file.display()
+        ),
+    )
+    .expect("write");
+    let out = clean_bin()
+        .arg("--config")
+        .arg(&cfg)
+        .env("KEY_PW", "env-secret-2")
+        .env(
+            "SELFHEAL_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET",
+            "env-secret-4",
+        )
+        .args(["engine", "--policy", "p.yaml", "--print-config"])
+        .args(["-X", "ssl.keystore.password=flag-secret-5"])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    for secret in [
+        "file-secret-1",
+        "env-secret-2",
+        "inline-secret-3",
+        "env-secret-4",
+        "flag-secret-5",
+    ] {
+        assert!(!text.contains(secret), "{secret} shown:\n{text}");
+    }
+    let src = cfg.display().to_string();
+    for line in [
+        format!("-X sasl.password = ***  (file {src}, from file {})", pw_file.display()),
+        format!("-X ssl.key.password = ***  (file {src}, from env KEY_PW)"),
+        "-X sasl.oauthbearer.client.secret = ***  (env SELFHEAL_KAFKA_SASL_OAUTHBEARER_CLIENT_SECRET)".to_string(),
+        "-X ssl.keystore.password = ***  (flag -X)".to_string(),
+        format!("-X sasl.username = selfheal  (file {src})"),
+        format!("brokers = kafka-1:9092  (file {src})"),
+        "policy = p.yaml  (flag)".to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn the_shared_kafka_section_leaves_replay_reading_its_file() {
+    let cfg = tmp("shared-kafka.yaml");
+    std::fs::write(
+        &cfg,
+        "kafka:\n  brokers: 127.0.0.1:1\n  topic-prefix: team.\n  settings: {security.protocol: SASL_SSL}\n",
+    )
+    .expect("write");
+    let dir = scenario("tier1_restart_validated");
+    let out = clean_bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["replay", "--quiet", "--policy"])
+        .arg(dir.join("policy.yaml"))
+        .arg("--input")
+        .arg(dir.join("input.jsonl"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = clean_bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "replay",
+            "--input",
+            "x.jsonl",
+            "--policy",
+            "p.yaml",
+            "--print-config",
+        ])
+        .output()
+        .expect("runs");
+    assert_eq!(printed(&out, "brokers").1, "unset");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("security.protocol"));
+    // The live commands take it.
+    let out = clean_bin()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["topics", "create", "--print-config"])
+        .output()
+        .expect("runs");
+    let src = cfg.display().to_string();
+    assert_eq!(
+        printed(&out, "brokers"),
+        ("127.0.0.1:1".into(), format!("file {src}"))
+    );
+    assert_eq!(
+        printed(&out, "topic-prefix"),
+        ("team.".into(), format!("file {src}"))
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l == format!("-X security.protocol = SASL_SSL  (file {src})")));
+}

@@ -675,3 +675,135 @@ fn a_backlog_across_topics_is_decided_in_timestamp_order_with_transactions() {
     }
     backlog_is_decided_in_timestamp_order(&k, "exactly_once");
 }
+
+fn audits_of(k: &KafkaArgs, decision: &str) -> Vec<selfheal::records::Audit> {
+    outputs(k, &k.topics().audit)
+        .into_iter()
+        .filter_map(|o| match o {
+            selfheal::records::Output::Audit(a) if a.decision == decision => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_edited_policy_file_decides_the_next_incident_under_a_running_engine() {
+    let Some(b) = real_broker() else { return };
+    let k = setup(&b, "reload", 3);
+    policy_reload_under_a_running_engine(&k, "at_least_once");
+}
+
+#[test]
+fn a_policy_reload_commits_with_transactions() {
+    let cluster = MockCluster::new(1).unwrap();
+    let k = KafkaArgs::local(&cluster.bootstrap_servers());
+    for t in k.topics().all() {
+        cluster.create_topic(t, 3, 1).unwrap();
+    }
+    policy_reload_under_a_running_engine(&k, "exactly_once");
+}
+
+/// A running engine takes an edited policy file for the next incident,
+/// refuses an invalid one, hears a reload control record, and its
+/// journals replay to the same audit records.
+fn policy_reload_under_a_running_engine(k: &KafkaArgs, guarantee: &str) {
+    let k = k.clone();
+    let policy = policy_file("reload", RESTART_POLICY);
+    let first = policy_file("reload-first", RESTART_POLICY);
+    let eng = engine(&k, &policy, guarantee, &["--policy-reload", "1s"]);
+    eng.wait_log("partition assigned", 3, Duration::from_secs(60));
+    crash_alerts(&k, 0, 1);
+    let c = wait_for("the first command", Duration::from_secs(60), || {
+        commands(&k).into_iter().next()
+    });
+    assert_eq!(
+        (c.action.as_str(), c.runbook.as_str()),
+        ("restart", "restart-on-crash")
+    );
+
+    // A new runbook for the same alerts.
+    let failover = RESTART_POLICY
+        .replace("restart-on-crash", "failover-on-crash")
+        .replace("kind: restart", "kind: failover");
+    std::fs::write(&policy, &failover).unwrap();
+    eng.wait_log("policy file changed", 1, Duration::from_secs(30));
+    crash_alerts(&k, 1, 1);
+    let c = wait_for("a command for pod-1", Duration::from_secs(60), || {
+        commands(&k).into_iter().find(|c| c.target == "pod-1")
+    });
+    assert_eq!(
+        (c.action.as_str(), c.runbook.as_str()),
+        ("failover", "failover-on-crash")
+    );
+    let new = selfheal::policy::load::version(&failover);
+    let reloaded = wait_for("every core's reload audit", Duration::from_secs(30), || {
+        let a = audits_of(&k, "policy_reloaded");
+        (a.len() >= 3).then_some(a)
+    });
+    assert!(
+        reloaded.iter().all(|a| a.policy_version == new),
+        "{reloaded:?}"
+    );
+    let old = selfheal::policy::load::version(RESTART_POLICY);
+    assert!(reloaded.iter().all(|a| a.reasons[0].contains(&old)));
+
+    // An invalid file is refused; the last good policy keeps deciding.
+    std::fs::write(&policy, "runbooks:\n  - name: broken\n    tier: 9\n").unwrap();
+    eng.wait_log(
+        "policy file refused; the policy stays",
+        1,
+        Duration::from_secs(30),
+    );
+    let refused = wait_for(
+        "every core's refusal audit",
+        Duration::from_secs(30),
+        || {
+            let a = audits_of(&k, "policy_reload_refused");
+            (a.len() >= 3).then_some(a)
+        },
+    );
+    assert!(
+        refused.iter().all(|a| a.policy_version == new),
+        "{refused:?}"
+    );
+    crash_alerts(&k, 2, 1);
+    let c = wait_for("a command for pod-2", Duration::from_secs(60), || {
+        commands(&k).into_iter().find(|c| c.target == "pod-2")
+    });
+    assert_eq!(c.action, "failover");
+
+    // A reload control record reaches the engine.
+    let mut a = vec!["reload-policy".to_string(), "--by".into(), "test".into()];
+    a.extend(kafka_flags(&k));
+    let st = std::process::Command::new(BIN).args(&a).status().unwrap();
+    assert!(st.success());
+    eng.wait_log(
+        "reload requested; the policy file is unchanged",
+        1,
+        Duration::from_secs(30),
+    );
+    drop(eng);
+
+    // The journals replay to the same audit records, reloads included,
+    // from the policy the engine started with.
+    let mut a = vec!["audit".to_string(), "verify".into()];
+    a.extend(kafka_flags(&k));
+    a.extend([
+        "--policy".into(),
+        first.display().to_string(),
+        "--processing-guarantee".into(),
+        guarantee.into(),
+    ]);
+    let out = std::process::Command::new(BIN).args(&a).output().unwrap();
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{so}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        so.contains(" policy reloads)") && !so.contains("(0 policy reloads)"),
+        "{so}"
+    );
+}

@@ -388,11 +388,15 @@ const INPUTS: &[(InputKind, &str)] = &[
     ),
     (
         InputKind::Control,
-        r#"{"scope":"service:checkout","kill_switch":true,"until":"2026-03-02T00:00:00Z","by":"oncall"}"#,
+        r#"{"scope":"service:checkout","kill_switch":true,"until":"2026-03-02T00:00:00Z","by":"oncall","reload_policy":false}"#,
     ),
     (
         InputKind::Control,
         r#"{"scope":"global","kill_switch":false}"#,
+    ),
+    (
+        InputKind::Control,
+        r#"{"scope":"global","reload_policy":true,"by":"carol"}"#,
     ),
 ];
 
@@ -523,6 +527,10 @@ fn semantic_errors_match_the_json_decoder() {
         (
             InputKind::Control,
             r#"{"scope":"service:","kill_switch":true}"#,
+        ),
+        (
+            InputKind::Control,
+            r#"{"scope":"global","kill_switch":true,"reload_policy":true}"#,
         ),
     ];
     for &(kind, text) in cases {
@@ -905,6 +913,16 @@ fn truncated_and_padded_datums_are_refused() {
                     panic!("{t}: the legacy prefix of {n} bytes does not decode")
                 };
                 assert!(r.previous.is_empty());
+                continue;
+            }
+            if t == RecordType::Control && n == datum.len() - 1 {
+                // A control datum of the schema before `reload_policy`
+                // (its last field) reads as a kill switch.
+                let Ok(Input::Control(c)) = avro::decode_input(InputKind::Control, &datum[..n])
+                else {
+                    panic!("control: the datum without reload_policy is refused")
+                };
+                assert!(!c.reload_policy);
                 continue;
             }
             assert!(

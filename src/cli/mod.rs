@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod check;
+pub mod config;
 pub mod demo;
 pub mod live;
 pub mod notify;
@@ -14,6 +15,15 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "selfheal", version, about)]
 pub struct Cli {
+    /// Config file (YAML): a `kafka` section and one section per
+    /// subcommand, keyed by long flag names. Flags win over `SELFHEAL_*`
+    /// variables, which win over the file, which wins over defaults.
+    #[arg(long, global = true, env = "SELFHEAL_CONFIG", value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the subcommand's effective settings with their sources
+    /// (flag, env, file, default), secrets redacted, and exit.
+    #[arg(long, global = true)]
+    pub print_config: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -46,6 +56,9 @@ pub enum Command {
     Reject(live::DecideArgs),
     /// Stop (on) or resume (off) automated actions in a scope.
     KillSwitch(live::KillSwitchArgs),
+    /// Ask every engine to read its policy file again now (a control
+    /// record); a changed, valid policy is applied at one batch boundary.
+    ReloadPolicy(live::ReloadPolicyArgs),
     /// Follow and verify the audit topic; check it against a replay of
     /// the journals.
     #[command(subcommand)]
@@ -82,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Approve(a) => live::decide(a, selfheal::records::Verdict::Approve),
         Command::Reject(a) => live::decide(a, selfheal::records::Verdict::Reject),
         Command::KillSwitch(a) => live::kill_switch(a),
+        Command::ReloadPolicy(a) => live::reload_policy(a),
         Command::Audit(a) => live::audit(a),
         Command::Bridge(a) => live::bridge(a),
         Command::Topics(a) => live::topics(a),

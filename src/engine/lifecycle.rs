@@ -233,9 +233,16 @@ impl Engine {
             return self.commit(d, out);
         };
         let (id, service) = (inc.id.clone(), inc.service.clone());
-        let Some(r) = inc.runbook else { return };
         let mut d = Decision::new(ts, &service, "approval_ignored", input);
         d.incident = Some(id.clone());
+        let Some(r) = inc.runbook else {
+            // Its runbook left the policy in a reload.
+            d.reason(format!(
+                "the runbook of {} is no longer in the policy: ignored; it escalates at its approval deadline",
+                a.command_id
+            ));
+            return self.commit(d, out);
+        };
         d.runbook = Some(self.policy.runbooks[r].name.clone());
         if !self.policy.approvers.iter().any(|x| x == &a.by) {
             d.reason(format!(
@@ -275,6 +282,14 @@ impl Engine {
             _ => self.global_chain.clone(),
         };
         let by = c.by.as_deref().unwrap_or("unknown");
+        if c.reload_policy {
+            let input = format!("control@{ts}:{} reload_policy by {by}", c.scope);
+            let mut d = Decision::new(ts, &service, "policy_reload_requested", input);
+            d.reason(format!(
+                "{by} asked for the policy file to be read again (applied at a batch boundary when it changed)"
+            ));
+            return self.commit(d, out);
+        }
         let input = format!(
             "control@{ts}:{} kill_switch={} by {by}",
             c.scope, c.kill_switch

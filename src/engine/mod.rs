@@ -17,6 +17,7 @@ mod decide;
 mod guardrails;
 mod ids;
 mod lifecycle;
+mod reload;
 mod state;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::time::{Timestamp, MINUTE};
 pub use audit::{canonical_json, check_link, compute_hash, verify_chain, ChainError, GENESIS};
 pub use decide::alert_severity;
 pub use ids::{command_id, fingerprint, incident_id, rollback_id};
+pub use reload::RELOADED_POLICY;
 
 use audit::Chains;
 use state::State;

@@ -27,6 +27,7 @@
 //! the pending batch is committed first.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
@@ -88,6 +89,12 @@ pub struct EngineConfig {
     /// OpenTelemetry spans of the decisions, and `traceparent` headers on
     /// commands; `None` (the default) makes neither.
     pub traces: Option<super::traces::Traces>,
+    /// The policy file, read again on a reload control record and, with
+    /// `policy_reload`, whenever its content changes.
+    pub policy_file: Option<PathBuf>,
+    /// How often the policy file's content is checked; `None`: only on a
+    /// reload control record.
+    pub policy_reload: Option<StdDuration>,
 }
 
 impl EngineConfig {
@@ -107,6 +114,8 @@ impl EngineConfig {
             start_earliest: true,
             pace_slack_ms: 5_000,
             traces: None,
+            policy_file: None,
+            policy_reload: None,
         }
     }
 }
@@ -233,6 +242,7 @@ impl ConsumerContext for Ctx {
                 match rt.recover(p) {
                     Ok(shard) => {
                         rt.shards.insert(p, shard);
+                        rt.sync_policy(p);
                     }
                     Err(e) => set_failed(&self.failed, e),
                 }
@@ -364,21 +374,17 @@ impl Shard {
             let slot = &mut self.positions[t as usize % 6];
             *slot = (*slot).max(off + 1);
         }
-        match e.to_record() {
-            None => Ok(()),
-            Some(Ok(rec)) => {
-                let mut sink = Vec::new();
-                self.core
-                    .process(&rec, &mut sink)
-                    .map_err(|e| format!("replaying the journal: {e}"))
-            }
+        let mut sink = Vec::new();
+        match e.replay(&mut self.core, &mut sink) {
+            Ok(_) => Ok(()),
             // A record that decoded when it was journaled decodes again,
             // unless the decoder changed; then it is skipped as it would
             // be dead-lettered now.
-            Some(Err(e)) => {
+            Err(journal::ReplayError::Undecodable(e)) => {
                 tracing::warn!(error = %e, "journaled record no longer decodes; skipped");
                 Ok(())
             }
+            Err(e) => Err(format!("replaying the journal: {e}")),
         }
     }
 }
@@ -406,12 +412,136 @@ struct Runtime {
     /// it is committed without waiting for `commit_interval`.
     urgent: bool,
     counters: Arc<EngineCounters>,
+    policy: PolicyWatch,
+}
+
+/// The policy file and the text the cores run with.
+struct PolicyWatch {
+    /// The policy the engine was started with: every core starts from it
+    /// and its journal's policy entries, as `audit verify` replays it.
+    base: Arc<Policy>,
+    /// The text of `cfg.policy`, when it came from a file.
+    text: Option<String>,
+    /// Version of the file content last acted on (applied or refused).
+    seen: String,
+    last_check: Instant,
+    /// A reload control record arrived.
+    requested: bool,
 }
 
 impl Runtime {
+    /// Brings a just-recovered partition to the current policy: a journal
+    /// written under another one gets a policy entry, decided and
+    /// audited like a reload.
+    fn sync_policy(&mut self, p: i32) {
+        let Some(text) = self.policy.text.clone() else {
+            return;
+        };
+        let Some(shard) = self.shards.get_mut(&p) else {
+            return;
+        };
+        if shard.core.policy().version == self.cfg.policy.version {
+            return;
+        }
+        tracing::info!(
+            partition = p,
+            journal_policy = %shard.core.policy().version,
+            policy = %self.cfg.policy.version,
+            "partition's journal ran another policy; switching it"
+        );
+        self.reload_shard(p, &text);
+    }
+
+    /// Journals and applies policy text to partition `p`'s core.
+    fn reload_shard(&mut self, p: i32, text: &str) {
+        let Some(shard) = self.shards.get_mut(&p) else {
+            return;
+        };
+        let ts = shard.core.now().map_or_else(wall_ms, |n| n.0);
+        let before = shard.outputs.len();
+        let _ = shard
+            .core
+            .reload_policy(Timestamp(ts), text, &mut shard.outputs);
+        shard.journal.push(&Entry::Policy {
+            ts,
+            text: text.to_string(),
+        });
+        shard.touched = true;
+        self.pending += 1;
+        self.batch_started.get_or_insert_with(Instant::now);
+        count_outputs(&self.counters, &shard.outputs[before..]);
+        self.emitted(p, before, true);
+    }
+
+    /// Reads the policy file when a reload was requested or the check is
+    /// due; changed content is applied to (or refused by) every core at
+    /// one batch boundary: the batch before is committed first, and the
+    /// reload entries are committed as a batch of their own.
+    fn check_policy(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), LiveError> {
+        let Some(path) = self.cfg.policy_file.clone() else {
+            return Ok(());
+        };
+        let due = self
+            .cfg
+            .policy_reload
+            .is_some_and(|every| self.policy.last_check.elapsed() >= every);
+        if !due && !self.policy.requested {
+            return Ok(());
+        }
+        let requested = std::mem::take(&mut self.policy.requested);
+        self.policy.last_check = Instant::now();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the policy file; the policy stays");
+                return Ok(());
+            }
+        };
+        let version = crate::policy::load::version(&text);
+        if version == self.policy.seen {
+            if requested {
+                tracing::info!(file = %path.display(), %version, "reload requested; the policy file is unchanged");
+            }
+            return Ok(());
+        }
+        self.policy.seen = version.clone();
+        let parsed = crate::policy::load::parse(&text, &path.display().to_string());
+        match &parsed {
+            Ok(_) => tracing::info!(
+                file = %path.display(),
+                old = %self.cfg.policy.version,
+                new = %version,
+                partitions = self.shards.len(),
+                "policy file changed; applying it to every partition"
+            ),
+            Err(problems) => {
+                for pr in &problems.0 {
+                    tracing::error!(problem = %pr, "policy file refused");
+                }
+                tracing::error!(
+                    file = %path.display(),
+                    %version,
+                    problems = problems.0.len(),
+                    policy = %self.cfg.policy.version,
+                    "policy file refused; the policy stays"
+                );
+            }
+        }
+        self.commit(consumer)?;
+        let parts: Vec<i32> = self.shards.keys().copied().collect();
+        for p in parts {
+            self.reload_shard(p, &text);
+        }
+        if let Ok(policy) = parsed {
+            self.cfg.policy = Arc::new(policy);
+            self.policy.text = Some(text);
+        }
+        self.commit(consumer)
+    }
+
     fn recover(&mut self, p: i32) -> Result<Shard, LiveError> {
         let started = Instant::now();
-        let mut shard = Shard::new(&self.cfg.policy, p);
+        let mut shard = Shard::new(&self.policy.base, p);
         let mut entries = 0u64;
         let mut failed = None;
         let (low, high) = journal::read(
@@ -555,6 +685,9 @@ impl Runtime {
         };
         match verdict {
             Ok(input) => {
+                if let crate::records::Input::Control(c) = &input {
+                    self.policy.requested |= c.reload_policy;
+                }
                 let ts = now.map_or(kafka_ts, |n| n.max(kafka_ts));
                 if now.is_some_and(|n| kafka_ts < n) {
                     self.counters.clamped_late.fetch_add(1, Ordering::Relaxed);
@@ -1128,7 +1261,42 @@ fn run_once(
         );
     }
     let failed: Arc<Mutex<Option<LiveError>>> = Arc::default();
+    let base = cfg.policy.clone();
+    let mut cfg = cfg.clone();
+    let mut text = None;
+    if let Some(path) = &cfg.policy_file {
+        // After a restart the file may hold a newer policy than the one
+        // started with; a partition whose journal ends under another one
+        // is switched to it on assignment.
+        match std::fs::read_to_string(path) {
+            Ok(t) => match crate::policy::load::parse(&t, &path.display().to_string()) {
+                Ok(p) => {
+                    cfg.policy = Arc::new(p);
+                    text = Some(t);
+                }
+                Err(problems) => tracing::error!(
+                    file = %path.display(),
+                    problems = problems.0.len(),
+                    "policy file refused; running the policy loaded before"
+                ),
+            },
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read the policy file")
+            }
+        }
+    }
+    let seen = text
+        .as_deref()
+        .map(crate::policy::load::version)
+        .unwrap_or_default();
     let rt = Arc::new(Mutex::new(Runtime {
+        policy: PolicyWatch {
+            base: base.clone(),
+            text,
+            seen,
+            last_check: Instant::now(),
+            requested: false,
+        },
         cfg: cfg.clone(),
         topics: topics.clone(),
         producer,
@@ -1223,6 +1391,7 @@ fn run_once(
             if rt.due(idle) {
                 rt.commit(&consumer)?;
             }
+            rt.check_policy(&consumer)?;
             rt.producer.poll(StdDuration::ZERO);
         }
         let mut rt = rt

@@ -40,6 +40,7 @@ pub const MAX_RECORD_BYTES: usize = 512 * 1024;
 const TAG_RECORD: u8 = 0x00;
 const TAG_DROPPED: u8 = 0x10;
 const TAG_TICK: u8 = 0x20;
+const TAG_POLICY: u8 = 0x30;
 
 /// One journal entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,10 @@ pub enum Entry {
     Dropped { topic: u8, offset: i64 },
     /// A clock tick at `ts`.
     Tick { ts: i64 },
+    /// The engine read its policy file again at event time `ts`: the core
+    /// applies `text` there, or refuses it if invalid
+    /// ([`crate::engine::Engine::reload_policy`]).
+    Policy { ts: i64, text: String },
 }
 
 impl Entry {
@@ -75,7 +80,30 @@ impl Entry {
                 ts: Timestamp(*ts),
                 input: Input::Tick,
             })),
-            Entry::Dropped { .. } => None,
+            Entry::Dropped { .. } | Entry::Policy { .. } => None,
+        }
+    }
+
+    /// Feeds this entry to a core as the live engine did: a record or a
+    /// tick is processed, a policy is applied (or refused); dead-lettered
+    /// records are skipped. `Ok(false)` for a journaled record that no
+    /// longer decodes (also skipped).
+    pub fn replay(
+        &self,
+        core: &mut crate::engine::Engine,
+        out: &mut Vec<crate::records::Emitted>,
+    ) -> Result<bool, ReplayError> {
+        if let Entry::Policy { ts, text } = self {
+            core.reload_policy(Timestamp(*ts), text, out)?;
+            return Ok(true);
+        }
+        match self.to_record() {
+            None => Ok(true),
+            Some(Ok(rec)) => {
+                core.process(&rec, out)?;
+                Ok(true)
+            }
+            Some(Err(e)) => Err(ReplayError::Undecodable(e)),
         }
     }
 
@@ -85,9 +113,18 @@ impl Entry {
             Entry::Record { topic, offset, .. } | Entry::Dropped { topic, offset } => {
                 Some((*topic, *offset))
             }
-            Entry::Tick { .. } => None,
+            Entry::Tick { .. } | Entry::Policy { .. } => None,
         }
     }
+}
+
+/// Why a journal entry could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{0}")]
+    Late(#[from] crate::engine::EngineError),
+    #[error("a journaled record no longer decodes: {0}")]
+    Undecodable(DecodeError),
 }
 
 /// Builds journal records for one partition's batch.
@@ -131,6 +168,7 @@ impl Writer {
     pub fn push(&mut self, e: &Entry) {
         let need = match e {
             Entry::Record { value, .. } => value.len() + 32,
+            Entry::Policy { text, .. } => text.len() + 32,
             _ => 32,
         };
         let buf = self.chunk_for(need);
@@ -154,6 +192,12 @@ impl Writer {
             Entry::Tick { ts } => {
                 buf.push(TAG_TICK);
                 put_varint(buf, zigzag(*ts));
+            }
+            Entry::Policy { ts, text } => {
+                buf.push(TAG_POLICY);
+                put_varint(buf, zigzag(*ts));
+                put_varint(buf, text.len() as u64);
+                buf.extend_from_slice(text.as_bytes());
             }
         }
         self.entries += 1;
@@ -200,6 +244,18 @@ pub fn decode(value: &[u8]) -> Result<Vec<Entry>, String> {
             TAG_TICK => {
                 let ts = unzigzag(get_varint(&mut r)?);
                 out.push(Entry::Tick { ts });
+            }
+            TAG_POLICY => {
+                let ts = unzigzag(get_varint(&mut r)?);
+                let len = get_varint(&mut r)? as usize;
+                if len > r.len() {
+                    return Err("truncated policy text".into());
+                }
+                let (v, rest) = r.split_at(len);
+                r = rest;
+                let text = String::from_utf8(v.to_vec())
+                    .map_err(|_| "policy text is not UTF-8".to_string())?;
+                out.push(Entry::Policy { ts, text });
             }
             _ => return Err(format!("unknown entry tag {tag:#04x}")),
         }
@@ -287,7 +343,7 @@ pub fn read(
 /// `None` for dead-lettered records.
 pub fn replay_line(e: &Entry) -> Option<String> {
     match e {
-        Entry::Dropped { .. } => None,
+        Entry::Dropped { .. } | Entry::Policy { .. } => None,
         Entry::Tick { ts } => Some(format!(
             r#"{{"ts":"{}","kind":"tick","data":{{}}}}"#,
             Timestamp(*ts)
@@ -346,6 +402,10 @@ mod tests {
                 1 => Entry::Dropped {
                     topic: 5,
                     offset: i,
+                },
+                2 if i % 300 == 2 => Entry::Policy {
+                    ts: 1_772_359_200_000 + i,
+                    text: format!("slos: []\n# rev {i} é\n"),
                 },
                 _ => Entry::Tick { ts: -i },
             };

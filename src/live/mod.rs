@@ -198,6 +198,11 @@ impl KafkaArgs {
             })
             .collect();
         env.sort();
+        if let Some(file) = FILE_SETTINGS.get() {
+            for (k, v) in file {
+                c.set(k, v);
+            }
+        }
         for (k, v) in env {
             c.set(k, v);
         }
@@ -210,6 +215,15 @@ impl KafkaArgs {
         }
         Ok(c)
     }
+}
+
+static FILE_SETTINGS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
+/// Sets the librdkafka settings of the config file: every client config
+/// starts from them, then `SELFHEAL_KAFKA_<NAME>` variables and `-X`
+/// flags override them key by key. Only the first call counts.
+pub fn set_file_settings(settings: Vec<(String, String)>) {
+    let _ = FILE_SETTINGS.set(settings);
 }
 
 /// Client context that reports librdkafka's errors through `tracing` and

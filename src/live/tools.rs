@@ -180,12 +180,29 @@ pub async fn kill_switch(
     by: &str,
     format: Format,
 ) -> Result<usize, ToolError> {
-    let input = Input::Control(Control {
-        scope: scope.clone(),
-        kill_switch: on,
-        until,
-        by: Some(by.to_string()),
-    });
+    publish_control(
+        args,
+        Control {
+            scope,
+            kill_switch: on,
+            until,
+            by: Some(by.to_string()),
+            reload_policy: false,
+        },
+        format,
+    )
+    .await
+}
+
+/// Publishes a control record: to its service's partition for a service
+/// scope, to every partition of the control topic otherwise.
+pub async fn publish_control(
+    args: &KafkaArgs,
+    control: Control,
+    format: Format,
+) -> Result<usize, ToolError> {
+    let scope = control.scope.clone();
+    let input = Input::Control(control);
     let value = wire::encode_input(&input, format)
         .ok_or_else(|| ToolError::Usage("control has no encoding".into()))?;
     let p = producer(args)?;

@@ -301,6 +301,8 @@ pub struct Replayed {
     pub entries: u64,
     /// Dead-lettered records the journals list (not replayed, as live).
     pub dead_lettered: u64,
+    /// Policy reloads (applied or refused) among the entries.
+    pub reloads: u64,
 }
 
 /// Replays partition `p`'s journal through a fresh core, as the live
@@ -319,19 +321,20 @@ pub fn replay_journal(
         if failed.is_some() {
             return;
         }
-        match e.to_record() {
-            None => into.dead_lettered += 1,
-            Some(Ok(rec)) => {
+        match e.replay(&mut core, &mut out) {
+            Ok(_) if matches!(e, journal::Entry::Dropped { .. }) => into.dead_lettered += 1,
+            Ok(_) => {
                 into.entries += 1;
-                if let Err(err) = core.process(&rec, &mut out) {
-                    failed = Some(format!("replaying entry at {}: {err}", rec.ts));
+                if matches!(e, journal::Entry::Policy { .. }) {
+                    into.reloads += 1;
                 }
             }
-            Some(Err(err)) => {
+            Err(journal::ReplayError::Undecodable(err)) => {
                 failed = Some(format!(
                 "a journaled record no longer decodes ({err}); the decoder changed since the run"
             ))
             }
+            Err(err) => failed = Some(format!("replaying the journal: {err}")),
         }
         into.audits
             .extend(out.drain(..).filter_map(|x| match x.output {
@@ -433,6 +436,7 @@ fn partitions(args: &KafkaArgs, topic: &str) -> Result<usize, LiveError> {
 mod tests {
     use super::*;
     use crate::records::Record;
+    use crate::time::Timestamp;
 
     const POLICY: &str = r#"
 runbooks:
@@ -570,5 +574,102 @@ runbooks:
         assert_ne!(p.expected, p.found);
         let text = d.to_string();
         assert!(text.contains("policy_version mismatch"), "{text}");
+    }
+
+    #[test]
+    fn a_journal_with_a_policy_reload_replays_to_the_same_audit_records() {
+        use crate::live::journal::{decode, Entry, Writer};
+        let failover = POLICY.replace("kind: restart", "kind: failover");
+        let alert = |min: u32, service: &str| {
+            Entry::Record {
+            topic: 1,
+            offset: min as i64,
+            ts: Timestamp::parse(&format!("2026-03-01T10:{min:02}:00Z")).unwrap().0,
+            value: format!(
+                r#"{{"status":"firing","labels":{{"alertname":"Crash","service":"{service}","pod":"{service}-1"}}}}"#
+            )
+            .into_bytes(),
+        }
+        };
+        let entries = vec![
+            alert(0, "checkout"),
+            Entry::Policy {
+                ts: Timestamp::parse("2026-03-01T10:01:00Z").unwrap().0,
+                text: "runbooks: [".into(),
+            },
+            alert(2, "search"),
+            Entry::Policy {
+                ts: Timestamp::parse("2026-03-01T10:03:00Z").unwrap().0,
+                text: failover.clone(),
+            },
+            alert(4, "cart"),
+        ];
+        let policy = Arc::new(crate::policy::parse(POLICY, "p.yaml").unwrap());
+        // As the live engine decided: straight through the core.
+        let mut live = Engine::new(policy.clone()).with_global_chain("global@0");
+        let mut out = Vec::new();
+        let mut w = Writer::default();
+        for e in &entries {
+            match e {
+                Entry::Policy { ts, text } => {
+                    live.reload_policy(Timestamp(*ts), text, &mut out).unwrap()
+                }
+                _ => live
+                    .process(&e.to_record().unwrap().unwrap(), &mut out)
+                    .unwrap(),
+            }
+            w.push(e);
+        }
+        let recorded: Vec<Audit> = out
+            .iter()
+            .filter_map(|x| match &x.output {
+                Output::Audit(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        let decisions: Vec<&str> = recorded.iter().map(|a| a.decision.as_str()).collect();
+        assert!(
+            decisions.contains(&"policy_reload_refused"),
+            "{decisions:?}"
+        );
+        assert!(decisions.contains(&"policy_reloaded"), "{decisions:?}");
+        // As `audit verify` replays it: from the journal's bytes.
+        let read: Vec<Entry> = w.take().iter().flat_map(|c| decode(c).unwrap()).collect();
+        assert_eq!(read, entries);
+        let mut replay = Engine::new(policy.clone()).with_global_chain("global@0");
+        let mut out2 = Vec::new();
+        for e in &read {
+            e.replay(&mut replay, &mut out2).unwrap();
+        }
+        let replayed: Vec<Audit> = out2
+            .into_iter()
+            .filter_map(|x| match x.output {
+                Output::Audit(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        let c = compare(&replayed, &on_topic(&recorded));
+        assert!(
+            c.divergences.is_empty(),
+            "{:?}",
+            c.divergences.first().map(|d| d.to_string())
+        );
+        assert_eq!(c.matched, recorded.len());
+        // Replaying without the reloads diverges where the policy changed.
+        let mut plain = Engine::new(policy).with_global_chain("global@0");
+        let mut out3 = Vec::new();
+        for e in read.iter().filter(|e| !matches!(e, Entry::Policy { .. })) {
+            e.replay(&mut plain, &mut out3).unwrap();
+        }
+        let without: Vec<Audit> = out3
+            .into_iter()
+            .filter_map(|x| match x.output {
+                Output::Audit(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert!(!compare(&without, &on_topic(&recorded))
+            .divergences
+            .is_empty());
     }
 }

@@ -128,8 +128,9 @@ pub fn input_json(input: &Input) -> Option<serde_json::Value> {
             kill_switch,
             until,
             by,
+            reload_policy,
         }) => json!({"scope": scope.to_string(), "kill_switch": kill_switch,
-                     "until": opt(*until), "by": by}),
+                     "until": opt(*until), "by": by, "reload_policy": reload_policy}),
         Input::Change(c) => json!({"service": c.service, "kind": c.kind,
                                    "state": c.state.as_str(), "id": c.id, "at": opt(c.at)}),
         Input::Metric(m) => json!({"name": m.name, "labels": m.labels,
@@ -257,6 +258,14 @@ mod tests {
                 kill_switch: true,
                 until: at,
                 by: Some("bob".into()),
+                reload_policy: false,
+            }),
+            Input::Control(Control {
+                scope: Scope::Global,
+                kill_switch: false,
+                until: None,
+                by: Some("carol".into()),
+                reload_policy: true,
             }),
         ];
         for input in inputs {

@@ -118,7 +118,8 @@ pub fn parse(src: &str, file: &str) -> Result<Policy, Problems> {
     }))
 }
 
-fn version(src: &str) -> String {
+/// The `policy_version` of policy text: `sha256:` and 16 hex digits.
+pub fn version(src: &str) -> String {
     let digest = Sha256::digest(src.as_bytes());
     let hex = hex::encode(digest);
     format!("sha256:{}", &hex[..16])

@@ -286,13 +286,16 @@ impl std::fmt::Display for Scope {
     }
 }
 
-/// A runtime control: the kill switch, by scope, with an optional expiry.
+/// A runtime control: the kill switch, by scope, with an optional expiry;
+/// or, with `reload_policy`, a request to the engine to read its policy
+/// file again (`kill_switch` is then false and means nothing).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Control {
     pub scope: Scope,
     pub kill_switch: bool,
     pub until: Option<Timestamp>,
     pub by: Option<String>,
+    pub reload_policy: bool,
 }
 
 /// A decoded input record.
@@ -406,7 +409,8 @@ impl Input {
                                          "by": a.by, "at": opt(a.at)})
             }
             Input::Control(c) => json!({"scope": c.scope.to_string(), "kill_switch": c.kill_switch,
-                                        "until": opt(c.until), "by": c.by}),
+                                        "until": opt(c.until), "by": c.by,
+                                        "reload_policy": c.reload_policy}),
             Input::Tick => json!({}),
         }
     }
@@ -718,6 +722,7 @@ struct ControlWire<'a> {
     #[serde(borrow)]
     until: Option<Cow<'a, str>>,
     by: Option<String>,
+    reload_policy: Option<bool>,
 }
 
 impl ControlWire<'_> {
@@ -727,13 +732,32 @@ impl ControlWire<'_> {
             field: "scope",
             reason: format!("{raw:?} is not global, service:NAME or runbook:NAME"),
         })?;
+        let reload_policy = self.reload_policy.unwrap_or(false);
+        let kill_switch = if reload_policy {
+            reload_only(self.kill_switch.unwrap_or(false))?
+        } else {
+            required("kill_switch", self.kill_switch)?
+        };
         Ok(Control {
             scope,
-            kill_switch: required("kill_switch", self.kill_switch)?,
+            kill_switch,
             until: opt_time("until", self.until)?,
             by: self.by,
+            reload_policy,
         })
     }
+}
+
+/// A reload request switches nothing: `kill_switch` must be false.
+pub(crate) fn reload_only(kill_switch: bool) -> Result<bool, DecodeError> {
+    if kill_switch {
+        return Err(DecodeError::Invalid {
+            field: "kill_switch",
+            reason: "a control record either sets the kill switch or reloads the policy, not both"
+                .into(),
+        });
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

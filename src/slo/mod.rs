@@ -91,6 +91,32 @@ impl SloSet {
         }
     }
 
+    /// The burn-rate state under a new policy's SLOs. An SLO whose name
+    /// is in the old list with the same window shape (longest tier
+    /// window, period, good or bad counter, number of tiers) keeps its
+    /// windows and firing tiers; any other starts empty. Counter series
+    /// start over: each series' first sample after the change is its new
+    /// baseline.
+    pub fn reloaded(self, old: &[Slo], new: &Policy) -> SloSet {
+        let mut fresh = SloSet::new(new);
+        let mut states: Vec<Option<SloState>> = self.states.into_iter().map(Some).collect();
+        for (j, s) in new.slos.iter().enumerate() {
+            let Some(i) = old.iter().position(|o| o.name == s.name) else {
+                continue;
+            };
+            if !same_shape(&old[i], s) {
+                continue;
+            }
+            if let Some(st) = states.get_mut(i).and_then(Option::take) {
+                if st.active {
+                    fresh.active.insert(j as u32);
+                }
+                fresh.states[j] = st;
+            }
+        }
+        fresh
+    }
+
     pub fn series_count(&self) -> usize {
         self.series.series_count()
     }
@@ -214,6 +240,21 @@ impl SloSet {
         let remaining = st.budget_remaining.unwrap_or(1.0).max(0.001);
         burn * (HOUR as f64 / period.0 as f64) / remaining
     }
+}
+
+fn longest(slo: &Slo) -> Duration {
+    slo.tiers
+        .iter()
+        .map(|t| t.long)
+        .max()
+        .unwrap_or(Duration::hours(1))
+}
+
+fn same_shape(a: &Slo, b: &Slo) -> bool {
+    longest(a) == longest(b)
+        && a.period == b.period
+        && a.good.is_some() == b.good.is_some()
+        && a.tiers.len() == b.tiers.len()
 }
 
 fn new_state(slo: &Slo) -> SloState {

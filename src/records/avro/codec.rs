@@ -416,18 +416,29 @@ pub(super) fn approval_to(w: &mut Writer, x: &Approval) {
     write_opt_time(w, x.at);
 }
 
+/// A datum of the `Control` schema before `reload_policy` (no last
+/// field) reads as a kill switch.
 pub(super) fn read_control(datum: &[u8]) -> Result<Control> {
-    whole(datum, control_at)
+    whole(datum, |r| control_fields(r, true))
 }
 
 /// Reads one `Control` datum at the reader's position: `Err` when the bytes
 /// do not fit the schema (the position is then lost), `Ok(Err)` when the
 /// datum is whole but its content is refused.
 pub(super) fn control_at(r: &mut Reader<'_>) -> Result<Result<Control>> {
+    control_fields(r, false)
+}
+
+fn control_fields(r: &mut Reader<'_>, tail_optional: bool) -> Result<Result<Control>> {
     let scope = r.str().at("scope")?;
     let kill_switch = r.boolean().at("kill_switch")?;
     let until = r.opt_str().at("until")?;
     let by = r.opt_str().at("by")?;
+    let reload_policy = if tail_optional && r.at_end() {
+        false
+    } else {
+        r.boolean().at("reload_policy")?
+    };
     let check = || -> Result<Control> {
         let scope = Scope::parse(scope).ok_or_else(|| {
             invalid(
@@ -435,11 +446,17 @@ pub(super) fn control_at(r: &mut Reader<'_>) -> Result<Result<Control>> {
                 format!("{scope:?} is not global, service:NAME or runbook:NAME"),
             )
         })?;
+        let kill_switch = if reload_policy {
+            crate::records::input::reload_only(kill_switch)?
+        } else {
+            kill_switch
+        };
         Ok(Control {
             scope,
             kill_switch,
             until: opt_time("until", until)?,
             by: by.map(str::to_owned),
+            reload_policy,
         })
     };
     Ok(check())
@@ -457,6 +474,7 @@ pub(super) fn control_to(w: &mut Writer, x: &Control) {
     w.boolean(x.kill_switch);
     write_opt_time(w, x.until);
     write_opt_str(w, x.by.as_ref());
+    w.boolean(x.reload_policy);
 }
 
 // Outputs.
