@@ -222,8 +222,10 @@ fn probes_and_scrapes_point_at_ports_that_exist() {
             );
         }
         // A disruption budget.
-        assert!(objs.iter().any(|(_, o)| s(&o["kind"]) == "PodDisruptionBudget"
-            && o["spec"]["selector"]["matchLabels"] == *selector));
+        assert!(objs
+            .iter()
+            .any(|(_, o)| s(&o["kind"]) == "PodDisruptionBudget"
+                && o["spec"]["selector"]["matchLabels"] == *selector));
     }
 }
 
@@ -260,12 +262,17 @@ fn the_shipped_policy_and_handlers_load() {
         .args(["notify", "--check", "--notify-config"])
         .arg(&notify)
         .env("PD_ROUTING_KEY", "R0UTINGKEY")
-        .env("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/X")
+        .env(
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T/B/X",
+        )
         .output()
         .unwrap();
     assert!(out.status.success(), "ConfigMap notify.yaml: {out:?}");
     // The image ships examples/policy.yaml, which the compose engine uses.
-    assert!(read("deploy/Dockerfile").contains("COPY examples/policy.yaml /etc/selfheal/policy.yaml"));
+    assert!(
+        read("deploy/Dockerfile").contains("COPY examples/policy.yaml /etc/selfheal/policy.yaml")
+    );
 }
 
 #[test]
@@ -334,7 +341,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 fn queried_metrics() -> Vec<(String, String)> {
     let mut out = Vec::new();
     let dash: serde_json::Value =
-        serde_json::from_str(&read("deploy/grafana/selfheal-dashboard.json")).expect("dashboard JSON");
+        serde_json::from_str(&read("deploy/grafana/selfheal-dashboard.json"))
+            .expect("dashboard JSON");
     for p in dash["panels"].as_array().expect("panels") {
         for t in p["targets"].as_array().into_iter().flatten() {
             for m in metric_names(t["expr"].as_str().unwrap_or("")) {
@@ -360,7 +368,10 @@ fn dashboard_is_well_formed() {
     assert_eq!(dash["uid"], "selfheal");
     let mut ids = BTreeSet::new();
     for p in dash["panels"].as_array().unwrap() {
-        assert!(ids.insert(p["id"].as_i64().expect("panel id")), "duplicate id");
+        assert!(
+            ids.insert(p["id"].as_i64().expect("panel id")),
+            "duplicate id"
+        );
         let g = &p["gridPos"];
         let (x, w) = (g["x"].as_i64().unwrap(), g["w"].as_i64().unwrap());
         assert!(x + w <= 24, "panel {:?} overflows the grid", p["title"]);
@@ -384,7 +395,11 @@ fn the_executor_role_grants_exactly_what_the_kubernetes_actions_send() {
     let objs = k8s_objects();
     let want: BTreeSet<(String, String, String)> = selfheal::executor::k8s::RBAC_RULES
         .iter()
-        .flat_map(|(g, r, verbs)| verbs.iter().map(move |v| (g.to_string(), r.to_string(), v.to_string())))
+        .flat_map(|(g, r, verbs)| {
+            verbs
+                .iter()
+                .map(move |v| (g.to_string(), r.to_string(), v.to_string()))
+        })
         .collect();
     let roles: Vec<&Yaml> = objs
         .iter()
@@ -424,13 +439,18 @@ fn the_executor_role_grants_exactly_what_the_kubernetes_actions_send() {
             .find(|(_, o)| kind_name(o) == "ConfigMap/selfheal-policy")
             .unwrap();
         let policy = &YamlLoader::load_from_str(s(&cm["data"]["policy.yaml"])).unwrap()[0];
-        assert!(list(&policy["kubernetes"]["namespaces"]).iter().any(|n| s(n) == ns));
+        assert!(list(&policy["kubernetes"]["namespaces"])
+            .iter()
+            .any(|n| s(n) == ns));
         let (_, exec, _) = pod_specs(&objs)
             .into_iter()
             .find(|(n, _, _)| n == "Deployment/selfheal-executor")
             .unwrap();
         let args = strings(&exec["spec"]["template"]["spec"]["containers"][0]["args"]);
-        let i = args.iter().position(|a| a == "--k8s-namespaces").expect("--k8s-namespaces");
+        let i = args
+            .iter()
+            .position(|a| a == "--k8s-namespaces")
+            .expect("--k8s-namespaces");
         assert!(args[i + 1].split(',').any(|n| n == ns));
     }
 }

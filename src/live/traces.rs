@@ -501,7 +501,11 @@ mod tests {
     fn an_endpoint_that_is_not_http_is_refused() {
         for bad in ["127.0.0.1:4318", "grpc://collector:4317", "not a url"] {
             let e = Traces::otlp(bad, "selfheal-engine", "i").unwrap_err();
-            assert!(e.to_string().contains("expected an http:// or https:// URL"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("expected an http:// or https:// URL"),
+                "{e}"
+            );
         }
         let e = Traces::otlp("http://[bad", "selfheal-engine", "i").unwrap_err();
         assert!(e.to_string().contains("http://[bad/v1/traces"), "{e}");
