@@ -188,6 +188,22 @@ fn live_commands(k: &KafkaArgs) -> (BTreeMap<String, Decided>, BTreeMap<String, 
     (m, n)
 }
 
+/// The reasons of the records on the dead-letter topic.
+fn dead_letters(k: &KafkaArgs) -> Vec<String> {
+    let mut v = Vec::new();
+    selfheal::live::tools::scan_topic_from(k, &k.topics().dlq, false, None, |m| {
+        use rdkafka::Message;
+        v.push(
+            wire::header(m.headers(), "selfheal-error")
+                .unwrap_or_default()
+                .to_string(),
+        );
+        true
+    })
+    .unwrap();
+    v
+}
+
 /// Runs `selfheal audit verify` and fails unless it passes.
 fn audit_verify(k: &KafkaArgs, policy: &Path, guarantee: &str) {
     let mut args = vec!["audit".to_string(), "verify".into()];
@@ -380,6 +396,8 @@ fn engine_killed_many_times(k: &KafkaArgs, guarantee: &str, test: &str) {
         "{test}: {} commands as the replay decides ({repeats} repeated records), each run once",
         want.len()
     );
+    let dead = dead_letters(k);
+    assert!(dead.is_empty(), "inputs dead-lettered: {dead:?}");
     eng.terminate();
     audit_verify(k, &policy, guarantee);
 }
@@ -737,6 +755,8 @@ fn engine_and_executor_ride_out_a_30_second_broker_outage() {
     assert!(twice.is_empty(), "executed more than once: {twice:?}");
     assert_eq!(executed(&k, &handler), want);
     assert_eq!(ran.len(), want.len(), "{ran:?}");
+    let dead = dead_letters(&k);
+    assert!(dead.is_empty(), "inputs dead-lettered: {dead:?}");
     for p in [&mut eng, &mut exec] {
         assert!(
             p.child.try_wait().unwrap().is_none(),
