@@ -451,6 +451,42 @@ fn an_engine_killed_20_times_writes_each_command_once_with_transactions() {
     engine_killed_many_times(&k, "exactly_once", "exactly_once engine kills");
 }
 
+/// Writes `n` command records of the actions topic again, byte for byte
+/// and to the same partition, as an `at_least_once` engine does when it
+/// re-emits a batch after a crash.
+fn repeat_commands(k: &KafkaArgs, feed: &Feed, rng: &mut Rng, n: usize) {
+    use rdkafka::Message;
+    let mut recs: Vec<(i32, Vec<u8>, Vec<u8>)> = Vec::new();
+    selfheal::live::tools::scan_topic_from(k, &k.topics().actions, false, None, |m| {
+        recs.push((
+            m.partition(),
+            m.key().unwrap_or_default().to_vec(),
+            m.payload().unwrap_or_default().to_vec(),
+        ));
+        true
+    })
+    .unwrap();
+    if recs.is_empty() {
+        return;
+    }
+    let topic = k.topics().actions;
+    for _ in 0..n {
+        let (p, key, value) = &recs[rng.next() as usize % recs.len()];
+        feed.rt.block_on(async {
+            let rec = FutureRecord::to(&topic)
+                .partition(*p)
+                .key(key.as_slice())
+                .payload(value.as_slice())
+                .headers(wire::kind_headers("command"));
+            feed.producer
+                .send(rec, Duration::from_secs(15))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("repeating a command");
+        });
+    }
+}
+
 /// Results on the results topic, by command id.
 fn results(k: &KafkaArgs) -> HashMap<String, Vec<ActionResult>> {
     let mut m: HashMap<String, Vec<ActionResult>> = HashMap::new();
@@ -476,7 +512,10 @@ fn action_failed(k: &KafkaArgs) -> BTreeSet<String> {
 }
 
 /// Executors killed `KILLS` times, each within 3 s of one of its commands
-/// starting (the handler takes 2 s), so most kills land mid-command.
+/// starting (the handler takes 2 s), so most kills land mid-command. Each
+/// round also writes two earlier command records again, as an
+/// `at_least_once` engine re-emits a batch after a crash: the replacement
+/// executor finds their claims in the executions ledger.
 /// No command runs twice, and none is forgotten: each is run once with its
 /// result on the results topic, or reported timed out (not started by its
 /// deadline), or, claimed by an executor that died before reporting it,
@@ -519,6 +558,7 @@ runbooks:
         let mut exec = quick_executor(&k, &handler.url);
         let before = started(&handler);
         publish(2);
+        repeat_commands(&k, &feed, &mut rng, 2);
         wait_for("a command to start", Duration::from_secs(60), || {
             (started(&handler) > before).then_some(())
         });
