@@ -204,6 +204,24 @@ fn dead_letters(k: &KafkaArgs) -> Vec<String> {
     v
 }
 
+/// A log without its terminal colour codes (`ESC [ ... m`).
+fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Runs `selfheal audit verify` and fails unless it passes.
 fn audit_verify(k: &KafkaArgs, policy: &Path, guarantee: &str) {
     let mut args = vec!["audit".to_string(), "verify".into()];
@@ -398,6 +416,14 @@ fn engine_killed_many_times(k: &KafkaArgs, guarantee: &str, test: &str) {
     );
     let dead = dead_letters(k);
     assert!(dead.is_empty(), "inputs dead-lettered: {dead:?}");
+    // The last engine, like every one before it, resumed from its journal.
+    let log = without_colours(&eng.log_text());
+    assert!(
+        log.lines()
+            .filter(|l| l.contains("state rebuilt from the journal"))
+            .any(|l| !l.contains("entries=0")),
+        "the last engine recovered nothing from the journal:\n{log}"
+    );
     eng.terminate();
     audit_verify(k, &policy, guarantee);
 }
@@ -771,9 +797,9 @@ fn engine_and_executor_ride_out_a_30_second_broker_outage() {
             p.name,
             p.log_text()
         );
-        // Both see the broker down (the readiness endpoints' check
-        // belongs here: `/readyz` answers 503 while the broker is
-        // unreachable).
+        // READINESS CHECK POINT: with `--metrics-listen`, `/readyz` of
+        // both processes answers 503 here, while the broker is
+        // unreachable. Until then, their logs show that they saw it go.
         assert!(
             p.log_text().contains("kafka client error"),
             "the {} did not notice the broker going away:\n{}",
