@@ -57,6 +57,42 @@ pub struct EngineArgs {
     /// Where a partition with no committed offset starts.
     #[arg(long, value_parser = ["earliest", "latest"], default_value = "earliest")]
     pub start: String,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// The metrics and health endpoints of a live service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this
+    /// address, e.g. `0.0.0.0:9464`; off when absent.
+    #[arg(long, env = "SELFHEAL_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+}
+
+impl MetricsArgs {
+    /// Installs the recorder and starts the listener on `rt` when asked;
+    /// true when serving.
+    pub fn start(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        what: &str,
+        status: &selfheal::live::telemetry::Status,
+    ) -> anyhow::Result<bool> {
+        use selfheal::live::telemetry;
+        let Some(addr) = &self.metrics_listen else {
+            return Ok(false);
+        };
+        let handle = telemetry::install()?;
+        let bound = rt.block_on(async {
+            telemetry::spawn_upkeep(handle.clone());
+            telemetry::serve(addr, handle, status.clone()).await
+        })?;
+        eprintln!(
+            "selfheal {what}: metrics on http://{bound}/metrics, health on /healthz and /readyz"
+        );
+        Ok(true)
+    }
 }
 
 pub fn std_duration(s: &str) -> anyhow::Result<std::time::Duration> {
@@ -120,6 +156,7 @@ pub fn engine(a: EngineArgs) -> anyhow::Result<i32> {
     cfg.max_future_ms = std_duration(&a.max_future)?.as_millis() as i64;
     cfg.start_earliest = a.start == "earliest";
     let rt = runtime()?;
+    cfg.telemetry = a.metrics.start(&rt, "engine", &cfg.status)?;
     let stop = stop_on_signal(&rt);
     let counters = Arc::new(EngineCounters::default());
     selfheal::live::engine::run(&cfg, &stop, &counters)?;
@@ -156,6 +193,8 @@ pub struct ExecutorArgs {
     /// Value encoding of the results.
     #[arg(long, value_enum, default_value = "avro")]
     pub format: Format,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 pub fn executor(a: ExecutorArgs) -> anyhow::Result<i32> {
@@ -168,6 +207,7 @@ pub fn executor(a: ExecutorArgs) -> anyhow::Result<i32> {
     cfg.concurrency = a.concurrency;
     cfg.format = a.format;
     let rt = runtime()?;
+    cfg.telemetry = a.metrics.start(&rt, "executor", &cfg.status)?;
     let stop = stop_on_signal(&rt);
     let counters = Arc::new(ExecutorCounters::default());
     rt.block_on(selfheal::live::executor::run(

@@ -33,6 +33,9 @@ pub use ids::{command_id, fingerprint, incident_id, rollback_id};
 use audit::Chains;
 use state::State;
 
+/// How the reason of an incident resolved by a confirmed fix begins.
+pub const FIX_CONFIRMED: &str = "fix confirmed";
+
 /// Why the engine refused a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
@@ -168,6 +171,25 @@ impl Engine {
             series: self.slos.series_count(),
             pending_timers: self.state.timers.len(),
         }
+    }
+
+    /// The state of every open incident (for metrics; read-only).
+    pub fn open_incident_states(&self) -> impl Iterator<Item = crate::records::IncidentState> + '_ {
+        self.state.incidents.values().map(|i| i.state)
+    }
+
+    /// The kill switches on at the event time reached (for metrics;
+    /// read-only).
+    pub fn active_kill_switches(&self) -> impl Iterator<Item = &crate::records::Scope> + '_ {
+        let now = self.now;
+        self.state
+            .kill
+            .iter()
+            .filter(move |(_, until)| match (until, now) {
+                (Some(u), Some(n)) => n < *u,
+                _ => true,
+            })
+            .map(|(s, _)| s)
     }
 
     /// Handles one record; outputs are appended to `out` in decision order.

@@ -23,8 +23,9 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::telemetry::{self, ExecutorMetrics, Status};
 use super::wire::{self, Format};
-use super::{wall_ms, KafkaArgs, LiveError, Topics};
+use super::{wall_ms, Health, KafkaArgs, LiveError, Topics};
 use crate::executor::{Outcome, Runner};
 use crate::records::{ActionResult, Command, Input, Output, ResultStatus};
 use crate::time::Timestamp;
@@ -38,6 +39,10 @@ pub struct ExecutorConfig {
     pub format: Format,
     /// Commands run at once, at most.
     pub concurrency: usize,
+    /// Heartbeat, assignment and broker state for the health endpoints.
+    pub status: Status,
+    /// Metrics are served: the consumer sends librdkafka statistics.
+    pub telemetry: bool,
 }
 
 impl ExecutorConfig {
@@ -48,6 +53,8 @@ impl ExecutorConfig {
             instance: super::engine::default_instance("executor"),
             format: Format::Avro,
             concurrency: 16,
+            status: Status::default(),
+            telemetry: false,
         }
     }
 }
@@ -83,12 +90,14 @@ pub async fn run(
     counters: Arc<ExecutorCounters>,
 ) -> Result<(), LiveError> {
     let topics = cfg.kafka.topics();
+    let health = cfg.status.health().clone();
+    cfg.status.beat();
     let mut pc = cfg.kafka.producer_config()?;
     pc.set("client.id", &cfg.instance)
         .set("linger.ms", "0")
         .set("acks", "all");
-    let producer: FutureProducer = pc
-        .create()
+    let producer: FutureProducer<Health> = pc
+        .create_with_context(health.clone())
         .map_err(LiveError::kafka("creating the producer"))?;
     let n = super::check_topics(
         producer.client(),
@@ -110,10 +119,17 @@ pub async fn run(
         cc.set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
     }
+    if cfg.telemetry && cc.get("statistics.interval.ms").is_none() {
+        cc.set(
+            "statistics.interval.ms",
+            telemetry::STATS_INTERVAL_MS.to_string(),
+        );
+    }
     let ledgers: Arc<Mutex<HashMap<i32, HashSet<String>>>> = Arc::default();
     let consumer: StreamConsumer<ExecCtx> = cc
         .create_with_context(ExecCtx {
             ledgers: ledgers.clone(),
+            status: cfg.status.clone(),
         })
         .map_err(LiveError::kafka("creating the consumer"))?;
     consumer
@@ -124,14 +140,17 @@ pub async fn run(
         cfg.instance, cfg.kafka.brokers, topics.actions
     );
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
+    let mut tm = ExecutorMetrics::new(&topics);
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         topics: topics.clone(),
         producer,
         counters,
         runner,
+        in_flight: tm.in_flight.clone(),
     });
     while !stop.load(Ordering::Relaxed) {
+        cfg.status.beat();
         let m = match tokio::time::timeout(StdDuration::from_millis(200), consumer.recv()).await {
             Err(_) => continue,
             Ok(Err(e)) => {
@@ -139,7 +158,10 @@ pub async fn run(
                 tokio::time::sleep(StdDuration::from_millis(200)).await;
                 continue;
             }
-            Ok(Ok(m)) => m,
+            Ok(Ok(m)) => {
+                health.mark_up();
+                m
+            }
         };
         let p = m.partition();
         let loaded = ledgers.lock().map(|l| l.contains_key(&p)).unwrap_or(false);
@@ -157,6 +179,7 @@ pub async fn run(
             }
         }
         shared.counters.received.fetch_add(1, Ordering::Relaxed);
+        tm.topic.consumed(0);
         let kind = wire::header(m.headers(), wire::KIND_HEADER).map(str::to_string);
         let decoded = wire::decode_output(
             kind.as_deref().or(Some("command")),
@@ -173,6 +196,8 @@ pub async fn run(
             }
             Err(e) => {
                 shared.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+                tm.topic.decode_failed(0);
+                tm.topic.dead_lettered(0, e.code());
                 shared.dead_letter(&m, e.code(), &e.to_string()).await;
                 None
             }
@@ -216,11 +241,17 @@ pub async fn run(
 /// partition comes back.
 struct ExecCtx {
     ledgers: Arc<Mutex<HashMap<i32, HashSet<String>>>>,
+    status: Status,
 }
 
 impl rdkafka::ClientContext for ExecCtx {
     fn error(&self, error: KafkaError, reason: &str) {
-        super::Health::default().error(error, reason);
+        self.status.health().error(error, reason);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.status.health().observe_stats(&statistics);
+        telemetry::record_lag(&statistics);
     }
 }
 
@@ -234,19 +265,26 @@ impl rdkafka::consumer::ConsumerContext for ExecCtx {
             }
         }
     }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _: &rdkafka::consumer::Rebalance<'_>) {
+        let n = consumer.assignment().map_or(0, |a| a.count());
+        self.status.set_assigned(n as u64);
+    }
 }
 
 struct Shared {
     cfg: ExecutorConfig,
     topics: Topics,
-    producer: FutureProducer,
+    producer: FutureProducer<Health>,
     counters: Arc<ExecutorCounters>,
     runner: Arc<Runner>,
+    in_flight: metrics::Gauge,
 }
 
 impl Shared {
     async fn execute(&self, p: i32, cmd: Command) {
         let now = wall_ms();
+        let mut took = None;
         let outcome = if now > cmd.deadline.0 {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
             Outcome {
@@ -260,8 +298,14 @@ impl Shared {
         } else {
             self.counters.started.fetch_add(1, Ordering::Relaxed);
             tracing::info!(command = %cmd.id, action = %cmd.action, target = %cmd.target, "running");
-            crate::executor::run(&cmd, &self.runner).await
+            self.in_flight.increment(1.0);
+            let started = std::time::Instant::now();
+            let outcome = crate::executor::run(&cmd, &self.runner).await;
+            took = Some(started.elapsed());
+            self.in_flight.decrement(1.0);
+            outcome
         };
+        ExecutorMetrics::finished(&cmd.action, outcome.status, took);
         match outcome.status {
             ResultStatus::Succeeded => &self.counters.succeeded,
             ResultStatus::Failed => &self.counters.failed,

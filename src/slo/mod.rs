@@ -44,6 +44,10 @@ struct SloState {
     /// Burn over the first tier's long window at the last evaluation.
     fast_burn: Option<f64>,
     budget_remaining: Option<f64>,
+    /// Burn over each tier's long and short window (`2 * tier + 0/1`) at
+    /// the last evaluation; reported, never decided on.
+    burns: Box<[Option<f64>]>,
+    evaluated: Option<Timestamp>,
 }
 
 /// Burn-rate state of every SLO of a policy.
@@ -108,7 +112,12 @@ impl SloSet {
         let states: usize = self
             .states
             .iter()
-            .map(|s| size_of::<SloState>() + s.windows.heap_bytes() + s.firing.len())
+            .map(|s| {
+                size_of::<SloState>()
+                    + s.windows.heap_bytes()
+                    + s.firing.len()
+                    + s.burns.len() * size_of::<Option<f64>>()
+            })
             .sum();
         states
             + (self.states.capacity() - self.states.len()) * size_of::<SloState>()
@@ -200,6 +209,18 @@ impl SloSet {
         self.states[slo].budget_remaining
     }
 
+    /// When the SLO was last evaluated (it is evaluated while it has
+    /// traffic in its windows or a tier firing).
+    pub fn evaluated_at(&self, slo: usize) -> Option<Timestamp> {
+        self.states[slo].evaluated
+    }
+
+    /// Burn rates over each tier's long and short window at the last
+    /// evaluation, at `2 * tier` and `2 * tier + 1`; `None` without traffic.
+    pub fn last_burn_rates(&self, slo: usize) -> &[Option<f64>] {
+        &self.states[slo].burns
+    }
+
     /// Burn over the fastest tier's long window at the last evaluation.
     pub fn fast_burn(&self, slo: usize) -> Option<f64> {
         self.states[slo].fast_burn
@@ -232,6 +253,8 @@ fn new_state(slo: &Slo) -> SloState {
         horizon: Duration(longest.0 + COARSE_STEP),
         fast_burn: None,
         budget_remaining: None,
+        burns: vec![None; slo.tiers.len() * 2].into_boxed_slice(),
+        evaluated: None,
     }
 }
 
@@ -240,11 +263,14 @@ fn evaluate_one(i: usize, st: &mut SloState, slo: &Slo, at: Timestamp, out: &mut
     let w = &st.windows;
     let period = w.period_increase_synced(at);
     st.budget_remaining = burn_rate(period, slo.objective).map(|b| 1.0 - b);
+    st.evaluated = Some(at);
     for (t, tier) in slo.tiers.iter().enumerate() {
         let long = w.increase_synced(at, tier.long);
         if t == 0 {
             st.fast_burn = burn_rate(long, slo.objective);
         }
+        st.burns[2 * t] = burn_rate(long, slo.objective);
+        st.burns[2 * t + 1] = burn_rate(w.increase_synced(at, tier.short), slo.objective);
         // The short window is read only when the long one burns too fast.
         let fire = burns_faster(long, slo.objective, tier.factor) && {
             let short = w.increase_synced(at, tier.short);
