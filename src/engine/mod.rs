@@ -147,6 +147,13 @@ impl Engine {
     /// (unknown command ids, global and runbook kill switches); `global` by
     /// default. Live engines use one chain per partition, since each
     /// partition's core sees its own copy of broadcast control records.
+    /// Keeps every SLO tier window's burn rate at each minute evaluation
+    /// for metrics ([`SloSet::last_burn_rates`]); outputs are unchanged.
+    pub fn with_burn_rate_report(mut self) -> Engine {
+        self.slos.report_burn_rates();
+        self
+    }
+
     pub fn with_global_chain(mut self, name: impl Into<String>) -> Engine {
         self.global_chain = name.into();
         self

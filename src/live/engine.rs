@@ -357,10 +357,14 @@ struct Shard {
 }
 
 impl Shard {
-    fn new(policy: &Arc<Policy>, p: i32, metrics: &Arc<EngineMetrics>) -> Shard {
+    fn new(policy: &Arc<Policy>, p: i32, metrics: &Arc<EngineMetrics>, report: bool) -> Shard {
+        let mut core = Engine::new(policy.clone()).with_global_chain(format!("global@{p}"));
+        if report {
+            core = core.with_burn_rate_report();
+        }
         Shard {
             observer: Observer::new(metrics.clone()),
-            core: Engine::new(policy.clone()).with_global_chain(format!("global@{p}")),
+            core,
             positions: [-1; 6],
             journal: journal::Writer::default(),
             outputs: Vec::new(),
@@ -424,7 +428,7 @@ struct Runtime {
 impl Runtime {
     fn recover(&mut self, p: i32) -> Result<Shard, LiveError> {
         let started = Instant::now();
-        let mut shard = Shard::new(&self.cfg.policy, p, &self.metrics);
+        let mut shard = Shard::new(&self.cfg.policy, p, &self.metrics, self.cfg.telemetry);
         let status = self.cfg.status.clone();
         let mut entries = 0u64;
         let mut failed = None;
@@ -579,7 +583,9 @@ impl Runtime {
                 // refuse the record as late.
                 let _ = shard.core.process(&rec, &mut shard.outputs);
                 let urgent = count_outputs(&self.counters, &shard.outputs[before..]);
-                shard.observer.observe(&shard.outputs[before..]);
+                if self.cfg.telemetry {
+                    shard.observer.observe(&shard.outputs[before..]);
+                }
                 shard.journal.push_record(t as u8, off, ts, value);
                 self.emitted(p, before, urgent);
             }
@@ -816,7 +822,9 @@ impl Runtime {
             };
             let _ = shard.core.process(&rec, &mut shard.outputs);
             let urgent = count_outputs(&self.counters, &shard.outputs[before..]);
-            shard.observer.observe(&shard.outputs[before..]);
+            if self.cfg.telemetry {
+                shard.observer.observe(&shard.outputs[before..]);
+            }
             self.counters.ticks.fetch_add(1, Ordering::Relaxed);
             shard.journal.push(&Entry::Tick { ts });
             shard.touched = true;
@@ -1163,7 +1171,6 @@ fn run_once(
         let mut last_pace = Instant::now();
         let mut last_gauges = Instant::now();
         while !stop.load(Ordering::Relaxed) {
-            cfg.status.beat();
             let busy = rt.lock().map(|r| r.pending > 0).unwrap_or(false);
             let wait = if busy {
                 StdDuration::from_millis(5)
@@ -1197,6 +1204,7 @@ fn run_once(
             if last_pace.elapsed() >= StdDuration::from_millis(20) {
                 rt.pace(&consumer);
                 last_pace = Instant::now();
+                cfg.status.beat();
             }
             if last_tick.elapsed() >= StdDuration::from_millis(200) {
                 rt.tick(&consumer);

@@ -672,7 +672,7 @@ mod tests {
             let m = Arc::new(EngineMetrics::new());
             let gauges = EngineGauges::new(&policy);
             let mut obs = Observer::new(m);
-            let mut core = Engine::new(policy.clone());
+            let mut core = Engine::new(policy.clone()).with_burn_rate_report();
             for line in input.lines().filter(|l| !l.trim().is_empty()) {
                 let Ok(rec) = Record::from_json_line(line) else {
                     continue;
@@ -874,6 +874,79 @@ mod tests {
             ),
             Some(1.0)
         );
+    }
+
+    #[test]
+    fn burn_rate_reporting_leaves_every_output_as_it_was() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/burn_rate_page");
+        let policy = Arc::new(crate::policy::load::load(&dir.join("policy.yaml")).expect("policy"));
+        let input = std::fs::read_to_string(dir.join("input.jsonl")).expect("input");
+        let run = |report: bool| {
+            let mut core = Engine::new(policy.clone());
+            if report {
+                core = core.with_burn_rate_report();
+            }
+            let mut out = Vec::new();
+            for line in input.lines() {
+                if let Ok(rec) = Record::from_json_line(line) {
+                    core.process(&rec, &mut out).expect("in order");
+                }
+            }
+            let burns = core.slos().last_burn_rates(0).to_vec();
+            (
+                out.iter().map(|e| e.to_json_line()).collect::<Vec<_>>(),
+                burns,
+            )
+        };
+        let (plain, none) = run(false);
+        let (reported, burns) = run(true);
+        assert!(plain.iter().any(|l| l.contains("\"kind\":\"burn_alert\"")));
+        assert_eq!(plain, reported);
+        assert!(none.is_empty());
+        assert_eq!(burns.len(), policy.slos[0].tiers.len() * 2);
+        assert!(
+            burns.iter().any(|b| b.is_some_and(|b| b > 1.0)),
+            "{burns:?}"
+        );
+    }
+
+    #[test]
+    fn kill_switches_active_count_distinct_scopes_until_they_expire() {
+        let policy = Arc::new(crate::policy::parse("runbooks: []\n", "p.yaml").expect("policy"));
+        let line = |ts: &str, kind: &str, data: &str| {
+            Record::from_json_line(&format!(r#"{{"ts":"{ts}","kind":"{kind}","data":{data}}}"#))
+                .expect("record")
+        };
+        let recorder = builder().expect("buckets").build_recorder();
+        let handle = recorder.handle();
+        let mut seen = Vec::new();
+        metrics::with_local_recorder(&recorder, || {
+            let gauges = EngineGauges::new(&policy);
+            // Two partitions' cores: a global switch reaches both.
+            let mut a = Engine::new(policy.clone());
+            let mut b = Engine::new(policy.clone());
+            let global = r#"{"scope":"global","kill_switch":true,"until":"2026-03-01T10:30:00Z"}"#;
+            let service = r#"{"scope":"service:web","kill_switch":true}"#;
+            let mut out = Vec::new();
+            for core in [&mut a, &mut b] {
+                core.process(&line("2026-03-01T10:00:00Z", "control", global), &mut out)
+                    .unwrap();
+            }
+            a.process(&line("2026-03-01T10:01:00Z", "control", service), &mut out)
+                .unwrap();
+            let mut read = |a: &Engine, b: &Engine| {
+                gauges.update([a, b].into_iter());
+                seen.push(sample(&handle.render(), KILL_SWITCHES_ACTIVE, &[]));
+            };
+            read(&a, &b);
+            for core in [&mut a, &mut b] {
+                core.process(&line("2026-03-01T10:31:00Z", "tick", "{}"), &mut out)
+                    .unwrap();
+            }
+            read(&a, &b);
+        });
+        assert_eq!(seen, [Some(2.0), Some(1.0)]);
     }
 
     #[test]
