@@ -219,11 +219,14 @@ impl Status {
     /// `Ok` when the broker is up and partitions are assigned.
     pub fn readiness(&self) -> Result<(), String> {
         let h = self.health();
-        if !h.broker_up() {
+        if !h.broker_reachable() {
             return Err(match h.last_error() {
-                Some(e) if !h.broker_reachable() => format!("broker unreachable: {e}"),
-                _ => "broker not connected yet".into(),
+                Some(e) => format!("broker unreachable: {e}"),
+                None => "broker unreachable".into(),
             });
+        }
+        if !h.broker_up() {
+            return Err("broker not connected yet".into());
         }
         if self.assigned() == 0 {
             return Err("no partitions assigned".into());
