@@ -274,6 +274,27 @@ fn engine_and_executor_metrics_move_with_an_incident() {
         assert_eq!(get(addr, "/healthz").map(|r| r.0), Some(200), "{what}");
         assert_eq!(get(addr, "/readyz").map(|r| r.0), Some(200), "{what}");
     }
+    // Consumer lag from the statistics (every 5 s): every record consumed.
+    for (what, addr, topic) in [
+        ("engine", &ea, &metrics_topic),
+        ("executor", &xa, &actions_topic),
+    ] {
+        let t = wait_for(
+            &format!("{what} consumer lag of {topic}"),
+            Duration::from_secs(30),
+            || {
+                let t = scrape(addr);
+                t.contains(&format!("selfheal_consumer_lag_records{{{topic}"))
+                    .then_some(t)
+            },
+        );
+        // Partitions that have delivered nothing have no position yet.
+        assert_eq!(
+            value(&t, "selfheal_consumer_lag_records", &[topic]),
+            0.0,
+            "{t}"
+        );
+    }
 }
 
 #[test]

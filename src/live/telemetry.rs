@@ -320,18 +320,36 @@ pub fn spawn_upkeep(handle: PrometheusHandle) {
     });
 }
 
-/// Sets the consumer lag gauges from librdkafka statistics: one per
-/// assigned topic-partition with a known lag.
+/// Sets the consumer lag gauges from librdkafka statistics: for each
+/// partition this consumer fetches, its end offset (the last stable offset
+/// under `read_committed`) minus the consumer's position (its committed or
+/// fetched offset, whichever is later). librdkafka's own `consumer_lag`
+/// counts from this consumer's last offset commit, which offsets committed
+/// through a transaction (`exactly_once`) never update.
 pub fn record_lag(stats: &rdkafka::Statistics) {
     for (topic, t) in &stats.topics {
         for (p, part) in &t.partitions {
-            if *p < 0 || part.consumer_lag < 0 {
-                continue;
+            if let Some(lag) = partition_lag(*p, part) {
+                metrics::gauge!(CONSUMER_LAG, "topic" => topic.clone(), "partition" => p.to_string())
+                    .set(lag as f64);
             }
-            metrics::gauge!(CONSUMER_LAG, "topic" => topic.clone(), "partition" => p.to_string())
-                .set(part.consumer_lag as f64);
         }
     }
+}
+
+/// A partition's lag from its statistics; `None` when not fetched by this
+/// consumer or unknown.
+pub fn partition_lag(p: i32, part: &rdkafka::statistics::Partition) -> Option<i64> {
+    if p < 0 || !part.desired {
+        return None;
+    }
+    let end = if part.ls_offset >= 0 {
+        part.ls_offset
+    } else {
+        part.hi_offset
+    };
+    let pos = part.committed_offset.max(part.app_offset);
+    (end >= 0 && pos >= 0).then(|| (end - pos).max(0))
 }
 
 /// Per-topic handles of the counters the consuming loop touches for every
@@ -950,6 +968,66 @@ mod tests {
             read(&a, &b);
         });
         assert_eq!(seen, [Some(2.0), Some(1.0)]);
+    }
+
+    #[test]
+    fn lag_counts_from_the_later_of_the_committed_and_fetched_offsets() {
+        use rdkafka::statistics::Partition;
+        let part = |committed: i64, app: i64, ls: i64, desired: bool| Partition {
+            committed_offset: committed,
+            app_offset: app,
+            ls_offset: ls,
+            hi_offset: ls + 5,
+            desired,
+            ..Partition::default()
+        };
+        // Offsets committed in a transaction leave `committed` behind.
+        assert_eq!(partition_lag(0, &part(10, 90, 100, true)), Some(10));
+        assert_eq!(partition_lag(0, &part(95, 90, 100, true)), Some(5));
+        assert_eq!(partition_lag(0, &part(100, 100, 100, true)), Some(0));
+        // Unknown position or end, not ours, or the internal partition.
+        assert_eq!(partition_lag(0, &part(-1001, -1001, 100, true)), None);
+        assert_eq!(partition_lag(0, &part(10, 90, 100, false)), None);
+        assert_eq!(partition_lag(-1, &part(10, 90, 100, true)), None);
+        let no_end = Partition {
+            ls_offset: -1,
+            hi_offset: -1,
+            ..part(10, 90, 0, true)
+        };
+        assert_eq!(partition_lag(0, &no_end), None);
+    }
+
+    #[test]
+    fn broker_state_follows_the_statistics_both_ways() {
+        use rdkafka::statistics::{Broker, Statistics};
+        let stats = |states: &[(&str, &str)]| Statistics {
+            brokers: states
+                .iter()
+                .enumerate()
+                .map(|(i, (source, state))| {
+                    (
+                        format!("b{i}"),
+                        Broker {
+                            source: source.to_string(),
+                            state: state.to_string(),
+                            ..Broker::default()
+                        },
+                    )
+                })
+                .collect(),
+            ..Statistics::default()
+        };
+        let h = Health::default();
+        assert!(!h.broker_up());
+        // The internal broker is always up: it does not count.
+        h.observe_stats(&stats(&[("internal", "UP"), ("configured", "CONNECT")]));
+        assert!(!h.broker_up() && !h.broker_reachable());
+        h.observe_stats(&stats(&[("configured", "INIT"), ("learned", "UP")]));
+        assert!(h.broker_up());
+        h.observe_stats(&stats(&[("learned", "DOWN"), ("logical", "UP")]));
+        assert!(!h.broker_up() && !h.broker_reachable());
+        h.observe_stats(&stats(&[("learned", "UP")]));
+        assert!(h.broker_up() && h.broker_reachable());
     }
 
     #[test]
