@@ -329,3 +329,40 @@ fn readyz_is_503_while_the_broker_is_down_and_200_when_it_is_back() {
     });
     assert_eq!(value(&scrape(&addr), "selfheal_broker_up", &[]), 1.0);
 }
+
+#[test]
+fn consumer_lag_reaches_zero_under_exactly_once() {
+    let cluster = MockCluster::new(1).unwrap();
+    let k = KafkaArgs::local(&cluster.bootstrap_servers());
+    for t in k.topics().all() {
+        cluster.create_topic(t, 2, 1).unwrap();
+    }
+    let policy = policy_file("lag", RESTART_POLICY);
+    let eng = engine(
+        &k,
+        &policy,
+        "exactly_once",
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let addr = metrics_addr(&eng);
+    eng.wait_log("partition assigned", 2, Duration::from_secs(60));
+    let starts = selfheal::time::Timestamp(selfheal::live::wall_ms()).to_string();
+    for i in 0..6 {
+        alert(&k, "Crash", &format!("svc-{i}"), r#","pod":"p""#, &starts);
+    }
+    let alerts = format!("topic=\"{}\"", k.topics().alerts);
+    // Offsets are committed in transactions; the lag still comes down to
+    // 0 on every partition that delivered records.
+    wait_for(
+        "the alerts consumed and no lag left",
+        Duration::from_secs(60),
+        || {
+            let t = scrape(&addr);
+            (value(&t, "selfheal_records_consumed_total", &[&alerts]) == 6.0
+                && t.contains(&format!("selfheal_consumer_lag_records{{{alerts}"))
+                && value(&t, "selfheal_consumer_lag_records", &[&alerts]) == 0.0)
+                .then_some(())
+        },
+    );
+    assert!(value(&scrape(&addr), "selfheal_commands_total", &[]) >= 6.0);
+}
