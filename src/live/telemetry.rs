@@ -89,7 +89,7 @@ pub const STATS_INTERVAL_MS: u32 = 5_000;
 pub enum TelemetryError {
     #[error("installing the metrics recorder: {0}")]
     Recorder(String),
-    #[error("listening on {addr}: {source}")]
+    #[error("listening on {addr}")]
     Listen {
         addr: String,
         #[source]
