@@ -171,9 +171,16 @@ pub async fn run(
                 topics.executions.clone(),
                 cfg.group.clone(),
             );
-            let ids = tokio::task::spawn_blocking(move || read_ledger(&args, &group, &t, p))
-                .await
-                .map_err(|e| LiveError::Other(format!("ledger reader: {e}")))??;
+            let mut reading =
+                tokio::task::spawn_blocking(move || read_ledger(&args, &group, &t, p));
+            // Reading a long ledger is progress, not a stall.
+            let read = loop {
+                tokio::select! {
+                    r = &mut reading => break r,
+                    _ = tokio::time::sleep(StdDuration::from_secs(1)) => cfg.status.beat(),
+                }
+            };
+            let ids = read.map_err(|e| LiveError::Other(format!("ledger reader: {e}")))??;
             if let Ok(mut l) = ledgers.lock() {
                 l.insert(p, ids);
             }
