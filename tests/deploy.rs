@@ -362,6 +362,23 @@ fn queried_metrics() -> Vec<(String, String)> {
 }
 
 #[test]
+fn the_dashboard_and_alert_rules_query_metrics_the_services_export() {
+    let exported: BTreeSet<&str> = selfheal::live::telemetry::names::ALL.into_iter().collect();
+    let queried = queried_metrics();
+    for (m, place) in &queried {
+        assert!(
+            exported.contains(m.as_str()),
+            "{place} queries {m}, which nothing exports"
+        );
+    }
+    // And the dashboard shows every metric there is.
+    let shown: BTreeSet<&str> = queried.iter().map(|(m, _)| m.as_str()).collect();
+    for m in exported {
+        assert!(shown.contains(m), "the dashboard and rules never query {m}");
+    }
+}
+
+#[test]
 fn dashboard_is_well_formed() {
     let dash: serde_json::Value =
         serde_json::from_str(&read("deploy/grafana/selfheal-dashboard.json")).unwrap();

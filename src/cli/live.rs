@@ -67,6 +67,42 @@ pub struct EngineArgs {
     /// reloads only on a `reload-policy` control record.
     #[arg(long, default_value = "5s")]
     pub policy_reload: String,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// The metrics and health endpoints of a live service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MetricsArgs {
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this
+    /// address, e.g. `0.0.0.0:9464`; off when absent.
+    #[arg(long, env = "SELFHEAL_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+}
+
+impl MetricsArgs {
+    /// Installs the recorder and starts the listener on `rt` when asked;
+    /// true when serving.
+    pub fn start(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        what: &str,
+        status: &selfheal::live::telemetry::Status,
+    ) -> anyhow::Result<bool> {
+        use selfheal::live::telemetry;
+        let Some(addr) = &self.metrics_listen else {
+            return Ok(false);
+        };
+        let handle = telemetry::install()?;
+        let bound = rt.block_on(async {
+            telemetry::spawn_upkeep(handle.clone());
+            telemetry::serve(addr, handle, status.clone()).await
+        })?;
+        eprintln!(
+            "selfheal {what}: metrics on http://{bound}/metrics, health on /healthz and /readyz"
+        );
+        Ok(true)
+    }
 }
 
 pub fn std_duration(s: &str) -> anyhow::Result<std::time::Duration> {
@@ -136,6 +172,7 @@ pub fn engine(a: EngineArgs) -> anyhow::Result<i32> {
     cfg.start_earliest = a.start == "earliest";
     cfg.traces = traces(a.otlp_endpoint, "selfheal-engine", &cfg.instance)?;
     let rt = runtime()?;
+    cfg.telemetry = a.metrics.start(&rt, "engine", &cfg.status)?;
     let stop = stop_on_signal(&rt);
     let counters = Arc::new(EngineCounters::default());
     let res = selfheal::live::engine::run(&cfg, &stop, &counters);
@@ -193,6 +230,8 @@ pub struct ExecutorArgs {
     /// Default: `OTEL_EXPORTER_OTLP_ENDPOINT`; unset, traces are off.
     #[arg(long, env = "SELFHEAL_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 pub fn executor(a: ExecutorArgs) -> anyhow::Result<i32> {
@@ -213,6 +252,7 @@ pub fn executor(a: ExecutorArgs) -> anyhow::Result<i32> {
     cfg.traces = traces(a.otlp_endpoint, "selfheal-executor", &cfg.instance)?;
     let traces = cfg.traces.clone();
     let rt = runtime()?;
+    cfg.telemetry = a.metrics.start(&rt, "executor", &cfg.status)?;
     let stop = stop_on_signal(&rt);
     let counters = Arc::new(ExecutorCounters::default());
     let res = rt.block_on(selfheal::live::executor::run(

@@ -99,10 +99,11 @@ impl Engine {
         }
         let why = match slo {
             Some(s) => format!(
-                "fix confirmed: trigger resolved and SLO {} has no page tier firing",
+                "{}: trigger resolved and SLO {} has no page tier firing",
+                super::FIX_CONFIRMED,
                 policy.slos[s].name
             ),
-            None => "fix confirmed: trigger resolved".to_string(),
+            None => format!("{}: trigger resolved", super::FIX_CONFIRMED),
         };
         d.reason(why.clone());
         d.emit(incident_record(inc, IncidentState::Resolved, &why, rb));

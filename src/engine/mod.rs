@@ -35,6 +35,9 @@ pub use reload::RELOADED_POLICY;
 use audit::Chains;
 use state::State;
 
+/// How the reason of an incident resolved by a confirmed fix begins.
+pub const FIX_CONFIRMED: &str = "fix confirmed";
+
 /// Why the engine refused a record.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
@@ -146,6 +149,13 @@ impl Engine {
     /// (unknown command ids, global and runbook kill switches); `global` by
     /// default. Live engines use one chain per partition, since each
     /// partition's core sees its own copy of broadcast control records.
+    /// Keeps every SLO tier window's burn rate at each minute evaluation
+    /// for metrics ([`SloSet::last_burn_rates`]); outputs are unchanged.
+    pub fn with_burn_rate_report(mut self) -> Engine {
+        self.slos.report_burn_rates();
+        self
+    }
+
     pub fn with_global_chain(mut self, name: impl Into<String>) -> Engine {
         self.global_chain = name.into();
         self
@@ -170,6 +180,25 @@ impl Engine {
             series: self.slos.series_count(),
             pending_timers: self.state.timers.len(),
         }
+    }
+
+    /// The state of every open incident (for metrics; read-only).
+    pub fn open_incident_states(&self) -> impl Iterator<Item = crate::records::IncidentState> + '_ {
+        self.state.incidents.values().map(|i| i.state)
+    }
+
+    /// The kill switches on at the event time reached (for metrics;
+    /// read-only).
+    pub fn active_kill_switches(&self) -> impl Iterator<Item = &crate::records::Scope> + '_ {
+        let now = self.now;
+        self.state
+            .kill
+            .iter()
+            .filter(move |(_, until)| match (until, now) {
+                (Some(u), Some(n)) => n < *u,
+                _ => true,
+            })
+            .map(|(s, _)| s)
     }
 
     /// Handles one record; outputs are appended to `out` in decision order.

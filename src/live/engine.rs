@@ -41,6 +41,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use opentelemetry::trace::SpanContext;
 
 use super::journal::{self, Entry};
+use super::telemetry::{self, EngineGauges, EngineMetrics, Observer, Status, TopicCounters};
 use super::wire::{self, Format, INPUT_KINDS};
 use super::{wall_ms, Health, KafkaArgs, LiveError, Topics};
 use crate::engine::Engine;
@@ -95,6 +96,11 @@ pub struct EngineConfig {
     /// How often the policy file's content is checked; `None`: only on a
     /// reload control record.
     pub policy_reload: Option<StdDuration>,
+    /// Heartbeat, assignment and broker state for the health endpoints.
+    pub status: Status,
+    /// Metrics are served: the consumer sends librdkafka statistics
+    /// (consumer lag, broker state) every few seconds.
+    pub telemetry: bool,
 }
 
 impl EngineConfig {
@@ -116,6 +122,8 @@ impl EngineConfig {
             traces: None,
             policy_file: None,
             policy_reload: None,
+            status: Status::default(),
+            telemetry: false,
         }
     }
 }
@@ -173,6 +181,7 @@ pub fn run(
 ) -> Result<(), LiveError> {
     let mut first = true;
     loop {
+        cfg.status.beat();
         match run_once(cfg, stop, counters, first) {
             Ok(()) => return Ok(()),
             Err(
@@ -185,6 +194,8 @@ pub fn run(
                 tracing::error!(error = %e, "engine failed; rebuilding from the journals");
                 eprintln!("selfheal engine: {e}; restarting from the journals");
                 counters.restarts.fetch_add(1, Ordering::Relaxed);
+                cfg.status.set_assigned(0);
+                cfg.status.beat();
                 first = false;
                 std::thread::sleep(StdDuration::from_secs(1));
                 if stop.load(Ordering::Relaxed) {
@@ -204,6 +215,11 @@ struct Ctx {
 impl ClientContext for Ctx {
     fn error(&self, error: KafkaError, reason: &str) {
         self.health.error(error, reason);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.health.observe_stats(&statistics);
+        telemetry::record_lag(&statistics);
     }
 }
 
@@ -226,6 +242,7 @@ impl ConsumerContext for Ctx {
             rt.counters
                 .partitions
                 .store(rt.shards.len() as u64, Ordering::Relaxed);
+            rt.cfg.status.set_assigned(rt.shards.len() as u64);
         }
     }
 
@@ -250,6 +267,7 @@ impl ConsumerContext for Ctx {
             rt.counters
                 .partitions
                 .store(rt.shards.len() as u64, Ordering::Relaxed);
+            rt.cfg.status.set_assigned(rt.shards.len() as u64);
         }
     }
 }
@@ -354,12 +372,18 @@ struct Shard {
     dead: Vec<Dead>,
     touched: bool,
     assigned_at: Instant,
+    observer: Observer,
 }
 
 impl Shard {
-    fn new(policy: &Arc<Policy>, p: i32) -> Shard {
+    fn new(policy: &Arc<Policy>, p: i32, metrics: &Arc<EngineMetrics>, report: bool) -> Shard {
+        let mut core = Engine::new(policy.clone()).with_global_chain(format!("global@{p}"));
+        if report {
+            core = core.with_burn_rate_report();
+        }
         Shard {
-            core: Engine::new(policy.clone()).with_global_chain(format!("global@{p}")),
+            observer: Observer::new(metrics.clone()),
+            core,
             positions: [-1; 6],
             journal: journal::Writer::default(),
             outputs: Vec::new(),
@@ -412,6 +436,8 @@ struct Runtime {
     /// it is committed without waiting for `commit_interval`.
     urgent: bool,
     counters: Arc<EngineCounters>,
+    metrics: Arc<EngineMetrics>,
+    topic_counters: TopicCounters,
     policy: PolicyWatch,
 }
 
@@ -541,7 +567,8 @@ impl Runtime {
 
     fn recover(&mut self, p: i32) -> Result<Shard, LiveError> {
         let started = Instant::now();
-        let mut shard = Shard::new(&self.policy.base, p);
+        let mut shard = Shard::new(&self.policy.base, p, &self.metrics, self.cfg.telemetry);
+        let status = self.cfg.status.clone();
         let mut entries = 0u64;
         let mut failed = None;
         let (low, high) = journal::read(
@@ -552,6 +579,10 @@ impl Runtime {
             |e| {
                 if failed.is_none() {
                     entries += 1;
+                    if entries % 4096 == 0 {
+                        // A long journal is progress, not a stall.
+                        status.beat();
+                    }
                     failed = shard.apply(&e).err();
                 }
             },
@@ -654,6 +685,7 @@ impl Runtime {
             return;
         };
         self.counters.consumed.fetch_add(1, Ordering::Relaxed);
+        self.topic_counters.consumed(t);
         shard.positions[t] = off + 1;
         shard.touched = true;
         self.pending += 1;
@@ -688,6 +720,9 @@ impl Runtime {
                 if let crate::records::Input::Control(c) = &input {
                     self.policy.requested |= c.reload_policy;
                 }
+                if let crate::records::Input::Result(r) = &input {
+                    self.metrics.result(r.status);
+                }
                 let ts = now.map_or(kafka_ts, |n| n.max(kafka_ts));
                 if now.is_some_and(|n| kafka_ts < n) {
                     self.counters.clamped_late.fetch_add(1, Ordering::Relaxed);
@@ -719,11 +754,18 @@ impl Runtime {
                     );
                 }
                 let urgent = count_outputs(&self.counters, &shard.outputs[before..]);
+                if self.cfg.telemetry {
+                    shard.observer.observe(&shard.outputs[before..]);
+                }
                 shard.journal.push_record(t as u8, off, ts, value);
                 self.emitted(p, before, urgent);
             }
             Err((code, reason)) => {
                 self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                if !matches!(code, "late" | "future_timestamp") {
+                    self.topic_counters.decode_failed(t);
+                }
+                self.topic_counters.dead_lettered(t, code);
                 if let Some(suppressed) = self.dlq_log.allow() {
                     tracing::warn!(
                         topic,
@@ -974,6 +1016,9 @@ impl Runtime {
                 );
             }
             let urgent = count_outputs(&self.counters, &shard.outputs[before..]);
+            if self.cfg.telemetry {
+                shard.observer.observe(&shard.outputs[before..]);
+            }
             self.counters.ticks.fetch_add(1, Ordering::Relaxed);
             shard.journal.push(&Entry::Tick { ts });
             shard.touched = true;
@@ -1050,6 +1095,7 @@ impl Runtime {
         if self.pending == 0 {
             return Ok(());
         }
+        let started = Instant::now();
         let eos = self.cfg.guarantee == Guarantee::ExactlyOnce;
         if eos {
             self.producer
@@ -1124,6 +1170,9 @@ impl Runtime {
             }
         }
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .commit_duration
+            .record(started.elapsed().as_secs_f64());
         self.pending = 0;
         self.batch_started = None;
         self.urgent = false;
@@ -1217,7 +1266,7 @@ fn run_once(
     first: bool,
 ) -> Result<(), LiveError> {
     let topics = cfg.kafka.topics();
-    let health = Health::default();
+    let health = cfg.status.health().clone();
     let deliveries = Arc::new(Deliveries::default());
     let mut pc = cfg.kafka.producer_config()?;
     pc.set("client.id", &cfg.instance)
@@ -1312,7 +1361,10 @@ fn run_once(
         batch_started: None,
         urgent: false,
         counters: counters.clone(),
+        metrics: Arc::new(EngineMetrics::new()),
+        topic_counters: TopicCounters::new(&topics.inputs()),
     }));
+    let gauges = EngineGauges::new(&cfg.policy);
     let mut cc = cfg.kafka.client_config()?;
     cc.set("group.id", &cfg.group)
         .set("client.id", &cfg.instance)
@@ -1335,6 +1387,12 @@ fn run_once(
         cc.set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
     }
+    if cfg.telemetry && cc.get("statistics.interval.ms").is_none() {
+        cc.set(
+            "statistics.interval.ms",
+            telemetry::STATS_INTERVAL_MS.to_string(),
+        );
+    }
     let consumer: BaseConsumer<Ctx> = cc
         .create_with_context(Ctx {
             health: health.clone(),
@@ -1349,6 +1407,7 @@ fn run_once(
     let result = (|| {
         let mut last_tick = Instant::now();
         let mut last_pace = Instant::now();
+        let mut last_gauges = Instant::now();
         while !stop.load(Ordering::Relaxed) {
             let busy = rt.lock().map(|r| r.pending > 0).unwrap_or(false);
             let wait = if busy {
@@ -1383,10 +1442,15 @@ fn run_once(
             if last_pace.elapsed() >= StdDuration::from_millis(20) {
                 rt.pace(&consumer);
                 last_pace = Instant::now();
+                cfg.status.beat();
             }
             if last_tick.elapsed() >= StdDuration::from_millis(200) {
                 rt.tick(&consumer);
                 last_tick = Instant::now();
+            }
+            if cfg.telemetry && last_gauges.elapsed() >= StdDuration::from_secs(1) {
+                gauges.update(rt.shards.values().map(|s| &s.core));
+                last_gauges = Instant::now();
             }
             if rt.due(idle) {
                 rt.commit(&consumer)?;

@@ -24,8 +24,9 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::telemetry::{self, ExecutorMetrics, Status};
 use super::wire::{self, Format};
-use super::{wall_ms, KafkaArgs, LiveError, Topics};
+use super::{wall_ms, Health, KafkaArgs, LiveError, Topics};
 use crate::executor::{Outcome, Runner};
 use crate::records::{ActionResult, Command, Input, Output, ResultStatus};
 use crate::time::Timestamp;
@@ -41,6 +42,10 @@ pub struct ExecutorConfig {
     pub concurrency: usize,
     /// OpenTelemetry `execute` spans; `None` (the default) makes none.
     pub traces: Option<super::traces::Traces>,
+    /// Heartbeat, assignment and broker state for the health endpoints.
+    pub status: Status,
+    /// Metrics are served: the consumer sends librdkafka statistics.
+    pub telemetry: bool,
 }
 
 impl ExecutorConfig {
@@ -52,6 +57,8 @@ impl ExecutorConfig {
             format: Format::Avro,
             concurrency: 16,
             traces: None,
+            status: Status::default(),
+            telemetry: false,
         }
     }
 }
@@ -87,12 +94,14 @@ pub async fn run(
     counters: Arc<ExecutorCounters>,
 ) -> Result<(), LiveError> {
     let topics = cfg.kafka.topics();
+    let health = cfg.status.health().clone();
+    cfg.status.beat();
     let mut pc = cfg.kafka.producer_config()?;
     pc.set("client.id", &cfg.instance)
         .set("linger.ms", "0")
         .set("acks", "all");
-    let producer: FutureProducer = pc
-        .create()
+    let producer: FutureProducer<Health> = pc
+        .create_with_context(health.clone())
         .map_err(LiveError::kafka("creating the producer"))?;
     let n = super::check_topics(
         producer.client(),
@@ -114,10 +123,17 @@ pub async fn run(
         cc.set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
     }
+    if cfg.telemetry && cc.get("statistics.interval.ms").is_none() {
+        cc.set(
+            "statistics.interval.ms",
+            telemetry::STATS_INTERVAL_MS.to_string(),
+        );
+    }
     let ledgers: Arc<Mutex<HashMap<i32, HashSet<String>>>> = Arc::default();
     let consumer: StreamConsumer<ExecCtx> = cc
         .create_with_context(ExecCtx {
             ledgers: ledgers.clone(),
+            status: cfg.status.clone(),
         })
         .map_err(LiveError::kafka("creating the consumer"))?;
     consumer
@@ -128,14 +144,17 @@ pub async fn run(
         cfg.instance, cfg.kafka.brokers, topics.actions
     );
     let slots = Arc::new(tokio::sync::Semaphore::new(cfg.concurrency.max(1)));
+    let mut tm = ExecutorMetrics::new(&topics);
     let shared = Arc::new(Shared {
         cfg: cfg.clone(),
         topics: topics.clone(),
         producer,
         counters,
         runner,
+        in_flight: tm.in_flight.clone(),
     });
     while !stop.load(Ordering::Relaxed) {
+        cfg.status.beat();
         let m = match tokio::time::timeout(StdDuration::from_millis(200), consumer.recv()).await {
             Err(_) => continue,
             Ok(Err(e)) => {
@@ -143,7 +162,10 @@ pub async fn run(
                 tokio::time::sleep(StdDuration::from_millis(200)).await;
                 continue;
             }
-            Ok(Ok(m)) => m,
+            Ok(Ok(m)) => {
+                health.mark_up();
+                m
+            }
         };
         let p = m.partition();
         let loaded = ledgers.lock().map(|l| l.contains_key(&p)).unwrap_or(false);
@@ -153,14 +175,22 @@ pub async fn run(
                 topics.executions.clone(),
                 cfg.group.clone(),
             );
-            let ids = tokio::task::spawn_blocking(move || read_ledger(&args, &group, &t, p))
-                .await
-                .map_err(|e| LiveError::Other(format!("ledger reader: {e}")))??;
+            let mut reading =
+                tokio::task::spawn_blocking(move || read_ledger(&args, &group, &t, p));
+            // Reading a long ledger is progress, not a stall.
+            let read = loop {
+                tokio::select! {
+                    r = &mut reading => break r,
+                    _ = tokio::time::sleep(StdDuration::from_secs(1)) => cfg.status.beat(),
+                }
+            };
+            let ids = read.map_err(|e| LiveError::Other(format!("ledger reader: {e}")))??;
             if let Ok(mut l) = ledgers.lock() {
                 l.insert(p, ids);
             }
         }
         shared.counters.received.fetch_add(1, Ordering::Relaxed);
+        tm.topic.consumed(0);
         let kind = wire::header(m.headers(), wire::KIND_HEADER).map(str::to_string);
         let decoded = wire::decode_output(
             kind.as_deref().or(Some("command")),
@@ -177,6 +207,8 @@ pub async fn run(
             }
             Err(e) => {
                 shared.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+                tm.topic.decode_failed(0);
+                tm.topic.dead_lettered(0, e.code());
                 shared.dead_letter(&m, e.code(), &e.to_string()).await;
                 None
             }
@@ -228,11 +260,17 @@ pub async fn run(
 /// partition comes back.
 struct ExecCtx {
     ledgers: Arc<Mutex<HashMap<i32, HashSet<String>>>>,
+    status: Status,
 }
 
 impl rdkafka::ClientContext for ExecCtx {
     fn error(&self, error: KafkaError, reason: &str) {
-        super::Health::default().error(error, reason);
+        self.status.health().error(error, reason);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.status.health().observe_stats(&statistics);
+        telemetry::record_lag(&statistics);
     }
 }
 
@@ -246,20 +284,27 @@ impl rdkafka::consumer::ConsumerContext for ExecCtx {
             }
         }
     }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _: &rdkafka::consumer::Rebalance<'_>) {
+        let n = consumer.assignment().map_or(0, |a| a.count());
+        self.status.set_assigned(n as u64);
+    }
 }
 
 struct Shared {
     cfg: ExecutorConfig,
     topics: Topics,
-    producer: FutureProducer,
+    producer: FutureProducer<Health>,
     counters: Arc<ExecutorCounters>,
     runner: Arc<Runner>,
+    in_flight: metrics::Gauge,
 }
 
 impl Shared {
     async fn execute(&self, p: i32, cmd: Command, trace: Option<SpanContext>) {
         let started = std::time::SystemTime::now();
         let now = wall_ms();
+        let mut took = None;
         let outcome = if now > cmd.deadline.0 {
             self.counters.expired.fetch_add(1, Ordering::Relaxed);
             Outcome::timed_out(format!(
@@ -283,8 +328,14 @@ impl Shared {
                 trace_id,
                 "running"
             );
-            crate::executor::run(&cmd, &self.runner).await
+            self.in_flight.increment(1.0);
+            let t0 = std::time::Instant::now();
+            let outcome = crate::executor::run(&cmd, &self.runner).await;
+            took = Some(t0.elapsed());
+            self.in_flight.decrement(1.0);
+            outcome
         };
+        ExecutorMetrics::finished(&cmd.action, outcome.status, took);
         match outcome.status {
             ResultStatus::Succeeded => &self.counters.succeeded,
             ResultStatus::Failed => &self.counters.failed,

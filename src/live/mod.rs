@@ -20,12 +20,13 @@ pub mod executor;
 pub mod journal;
 pub mod notify;
 pub mod range;
+pub mod telemetry;
 pub mod tools;
 pub mod traces;
 pub mod verify;
 pub mod wire;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
@@ -227,22 +228,34 @@ pub fn set_file_settings(settings: Vec<(String, String)>) {
 }
 
 /// Client context that reports librdkafka's errors through `tracing` and
-/// remembers whether the broker is reachable.
+/// remembers whether the broker is reachable: down on `AllBrokersDown` or
+/// a transport failure, up again when a record arrives or the client's
+/// statistics (`statistics.interval.ms`) show a broker connection up.
 #[derive(Default, Clone)]
 pub struct Health {
     inner: Arc<HealthInner>,
 }
 
+// 0: no connection seen yet.
+const BROKER_UP: u8 = 1;
+const BROKER_DOWN: u8 = 2;
+
 #[derive(Default)]
 struct HealthInner {
-    broker_down: AtomicBool,
+    broker: AtomicU8,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
 impl Health {
+    /// False once the broker was found unreachable, until it is back.
     pub fn broker_reachable(&self) -> bool {
-        !self.inner.broker_down.load(Ordering::Relaxed)
+        self.inner.broker.load(Ordering::Relaxed) != BROKER_DOWN
+    }
+
+    /// True once a broker connection was seen up, until it goes down.
+    pub fn broker_up(&self) -> bool {
+        self.inner.broker.load(Ordering::Relaxed) == BROKER_UP
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -254,7 +267,27 @@ impl Health {
     }
 
     pub(crate) fn mark_up(&self) {
-        self.inner.broker_down.store(false, Ordering::Relaxed);
+        self.inner.broker.store(BROKER_UP, Ordering::Relaxed);
+    }
+
+    /// Takes the broker state from a client's statistics: up when a broker
+    /// connection is up, down when brokers are known and none is.
+    pub fn observe_stats(&self, stats: &rdkafka::Statistics) {
+        // Bootstrap and learned brokers; not the internal or logical ones.
+        let brokers = stats
+            .brokers
+            .values()
+            .filter(|b| matches!(b.source.as_str(), "configured" | "learned"));
+        let (mut known, mut up) = (false, false);
+        for b in brokers {
+            known = true;
+            up |= b.state == "UP";
+        }
+        if up {
+            self.mark_up();
+        } else if known {
+            self.inner.broker.store(BROKER_DOWN, Ordering::Relaxed);
+        }
     }
 }
 
@@ -269,12 +302,16 @@ impl ClientContext for Health {
             error.rdkafka_error_code(),
             Some(C::AllBrokersDown) | Some(C::BrokerTransportFailure)
         ) {
-            self.inner.broker_down.store(true, Ordering::Relaxed);
+            self.inner.broker.store(BROKER_DOWN, Ordering::Relaxed);
         }
         if let Ok(mut g) = self.inner.last_error.lock() {
             *g = Some(format!("{error}: {reason}"));
         }
         tracing::warn!(%error, reason, "kafka client error");
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.observe_stats(&statistics);
     }
 }
 

@@ -44,6 +44,10 @@ struct SloState {
     /// Burn over the first tier's long window at the last evaluation.
     fast_burn: Option<f64>,
     budget_remaining: Option<f64>,
+    /// Burn over each tier's long and short window (`2 * tier + 0/1`) at
+    /// the last evaluation, kept when reporting is on; never decided on.
+    burns: Box<[Option<f64>]>,
+    evaluated: Option<Timestamp>,
 }
 
 /// Burn-rate state of every SLO of a policy.
@@ -54,6 +58,8 @@ pub struct SloSet {
     /// SLOs with traffic inside their longest window, or a tier firing:
     /// the only ones whose evaluation can change anything.
     active: BTreeSet<u32>,
+    /// Keep every tier window's burn rate for [`SloSet::last_burn_rates`].
+    report: bool,
 }
 
 /// Whether `inc` burns strictly faster than `factor` for `objective`.
@@ -88,6 +94,20 @@ impl SloSet {
             states,
             series: SeriesStore::new(&policy.slos),
             active: BTreeSet::new(),
+            report: false,
+        }
+    }
+
+    /// Keeps the burn rate of every tier window at each evaluation, for
+    /// [`SloSet::last_burn_rates`] (a few more window reads per SLO and
+    /// minute; decisions are the same either way).
+    pub fn report_burn_rates(&mut self) {
+        if self.report {
+            return;
+        }
+        self.report = true;
+        for st in &mut self.states {
+            st.burns = vec![None; st.firing.len() * 2].into_boxed_slice();
         }
     }
 
@@ -134,7 +154,12 @@ impl SloSet {
         let states: usize = self
             .states
             .iter()
-            .map(|s| size_of::<SloState>() + s.windows.heap_bytes() + s.firing.len())
+            .map(|s| {
+                size_of::<SloState>()
+                    + s.windows.heap_bytes()
+                    + s.firing.len()
+                    + s.burns.len() * size_of::<Option<f64>>()
+            })
             .sum();
         states
             + (self.states.capacity() - self.states.len()) * size_of::<SloState>()
@@ -183,7 +208,7 @@ impl SloSet {
         let mut idle = Vec::new();
         for &i in &self.active {
             let (st, slo) = (&mut self.states[i as usize], &slos[i as usize]);
-            evaluate_one(i as usize, st, slo, at, out);
+            evaluate_one(i as usize, st, slo, at, self.report, out);
             let recent = st.last_increase.is_some_and(|t| at.0 - t.0 <= st.horizon.0);
             if !recent && !st.firing.iter().any(|f| *f) {
                 st.active = false;
@@ -224,6 +249,19 @@ impl SloSet {
     /// Share of the period's error budget left at the last evaluation.
     pub fn budget_remaining(&self, slo: usize) -> Option<f64> {
         self.states[slo].budget_remaining
+    }
+
+    /// When the SLO was last evaluated (it is evaluated while it has
+    /// traffic in its windows or a tier firing).
+    pub fn evaluated_at(&self, slo: usize) -> Option<Timestamp> {
+        self.states[slo].evaluated
+    }
+
+    /// Burn rates over each tier's long and short window at the last
+    /// evaluation, at `2 * tier` and `2 * tier + 1`; `None` without
+    /// traffic. Empty unless [`SloSet::report_burn_rates`] was called.
+    pub fn last_burn_rates(&self, slo: usize) -> &[Option<f64>] {
+        &self.states[slo].burns
     }
 
     /// Burn over the fastest tier's long window at the last evaluation.
@@ -273,18 +311,32 @@ fn new_state(slo: &Slo) -> SloState {
         horizon: Duration(longest.0 + COARSE_STEP),
         fast_burn: None,
         budget_remaining: None,
+        burns: Box::default(),
+        evaluated: None,
     }
 }
 
-fn evaluate_one(i: usize, st: &mut SloState, slo: &Slo, at: Timestamp, out: &mut Vec<BurnChange>) {
+fn evaluate_one(
+    i: usize,
+    st: &mut SloState,
+    slo: &Slo,
+    at: Timestamp,
+    report: bool,
+    out: &mut Vec<BurnChange>,
+) {
     st.windows.sync_to(at);
     let w = &st.windows;
     let period = w.period_increase_synced(at);
     st.budget_remaining = burn_rate(period, slo.objective).map(|b| 1.0 - b);
+    st.evaluated = Some(at);
     for (t, tier) in slo.tiers.iter().enumerate() {
         let long = w.increase_synced(at, tier.long);
         if t == 0 {
             st.fast_burn = burn_rate(long, slo.objective);
+        }
+        if report {
+            st.burns[2 * t] = burn_rate(long, slo.objective);
+            st.burns[2 * t + 1] = burn_rate(w.increase_synced(at, tier.short), slo.objective);
         }
         // The short window is read only when the long one burns too fast.
         let fire = burns_faster(long, slo.objective, tier.factor) && {
