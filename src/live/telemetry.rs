@@ -441,7 +441,7 @@ pub struct EngineMetrics {
     results: [Counter; 3],
     validations_confirmed: Counter,
     validations_failed: Counter,
-    guardrails: [Counter; 6],
+    guardrails: [Counter; GUARDRAIL_KINDS.len()],
     signal_to_command: Histogram,
     command_to_validated: Histogram,
     mttr: Histogram,
