@@ -222,8 +222,10 @@ fn probes_and_scrapes_point_at_ports_that_exist() {
             );
         }
         // A disruption budget.
-        assert!(objs.iter().any(|(_, o)| s(&o["kind"]) == "PodDisruptionBudget"
-            && o["spec"]["selector"]["matchLabels"] == *selector));
+        assert!(objs
+            .iter()
+            .any(|(_, o)| s(&o["kind"]) == "PodDisruptionBudget"
+                && o["spec"]["selector"]["matchLabels"] == *selector));
     }
 }
 
@@ -250,7 +252,9 @@ fn the_shipped_policy_and_handlers_load() {
     selfheal::executor::Handlers::load(&root().join("deploy/compose/handlers.yaml"))
         .expect("compose handlers");
     // The image ships examples/policy.yaml, which the compose engine uses.
-    assert!(read("deploy/Dockerfile").contains("COPY examples/policy.yaml /etc/selfheal/policy.yaml"));
+    assert!(
+        read("deploy/Dockerfile").contains("COPY examples/policy.yaml /etc/selfheal/policy.yaml")
+    );
 }
 
 #[test]
@@ -319,7 +323,8 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 fn queried_metrics() -> Vec<(String, String)> {
     let mut out = Vec::new();
     let dash: serde_json::Value =
-        serde_json::from_str(&read("deploy/grafana/selfheal-dashboard.json")).expect("dashboard JSON");
+        serde_json::from_str(&read("deploy/grafana/selfheal-dashboard.json"))
+            .expect("dashboard JSON");
     for p in dash["panels"].as_array().expect("panels") {
         for t in p["targets"].as_array().into_iter().flatten() {
             for m in metric_names(t["expr"].as_str().unwrap_or("")) {
@@ -345,7 +350,10 @@ fn dashboard_is_well_formed() {
     assert_eq!(dash["uid"], "selfheal");
     let mut ids = BTreeSet::new();
     for p in dash["panels"].as_array().unwrap() {
-        assert!(ids.insert(p["id"].as_i64().expect("panel id")), "duplicate id");
+        assert!(
+            ids.insert(p["id"].as_i64().expect("panel id")),
+            "duplicate id"
+        );
         let g = &p["gridPos"];
         let (x, w) = (g["x"].as_i64().unwrap(), g["w"].as_i64().unwrap());
         assert!(x + w <= 24, "panel {:?} overflows the grid", p["title"]);
