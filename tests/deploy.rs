@@ -249,7 +249,7 @@ fn the_shipped_policy_and_handlers_load() {
     let handlers = dir.join("handlers.yaml");
     std::fs::write(&handlers, s(&cm["data"]["handlers.yaml"])).unwrap();
     selfheal::executor::Handlers::load(&handlers).expect("ConfigMap handlers");
-    selfheal::executor::Handlers::load(&root().join("deploy/compose/handlers.yaml"))
+    selfheal::executor::Handlers::load(root().join("deploy/compose/handlers.yaml"))
         .expect("compose handlers");
     // The image ships examples/policy.yaml, which the compose engine uses.
     assert!(
