@@ -380,7 +380,7 @@ const INPUTS: &[(InputKind, &str)] = &[
     ),
     (
         InputKind::Approval,
-        r#"{"command_id":"cmd-1","decision":"approve","by":"alice@example.com","at":"2026-03-01T10:01:00Z"}"#,
+        r#"{"command_id":"cmd-1","decision":"approve","by":"alice@example.com","at":"2026-03-01T10:01:00Z","sig":"5d41402abc4b2a76b9719d911017c592ae5dcaad2e9fe2c5b1e4d7b7e9f0a1b2"}"#,
     ),
     (
         InputKind::Approval,

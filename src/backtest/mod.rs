@@ -282,6 +282,7 @@ impl Backtest {
                                 decision: Verdict::Approve,
                                 by: by.clone(),
                                 at: Some(e.ts.plus(after)),
+                                sig: None,
                             }),
                         );
                     }

@@ -198,7 +198,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
                             let (k, id) = (kafka.clone(), req.clone());
                             tokio::spawn(async move {
                                 tokio::time::sleep(StdDuration::from_secs(2)).await;
-                                if let Err(e) = tools::decide(&k, &id.0, Verdict::Approve, APPROVER, Some(id.1), wire::Format::Json).await {
+                                if let Err(e) = tools::decide(&k, &id.0, Verdict::Approve, APPROVER, Some(id.1), wire::Format::Json, None).await {
                                     eprintln!("auto-approve failed: {e}");
                                 }
                             });

@@ -54,6 +54,15 @@ pub struct EngineArgs {
     /// topic.
     #[arg(long, default_value = "5m")]
     pub max_future: String,
+    /// A record value longer than this many bytes goes to the dead-letter
+    /// topic (code `too_large`), cut to this length there.
+    #[arg(long, default_value_t = selfheal::live::engine::DEFAULT_MAX_RECORD_BYTES)]
+    pub max_record_bytes: usize,
+    /// Approvals must be signed with the key in this file (HMAC-SHA256
+    /// over command id, decision and approver); unsigned or badly signed
+    /// ones go to the dead-letter topic as `unauthenticated`.
+    #[arg(long, env = "SELFHEAL_APPROVAL_KEY_FILE")]
+    pub approval_key_file: Option<std::path::PathBuf>,
     /// Where a partition with no committed offset starts.
     #[arg(long, value_parser = ["earliest", "latest"], default_value = "earliest")]
     pub start: String,
@@ -169,6 +178,12 @@ pub fn engine(a: EngineArgs) -> anyhow::Result<i32> {
     cfg.commit_interval = std_duration(&a.commit_interval)?;
     cfg.max_lateness_ms = std_duration(&a.max_lateness)?.as_millis() as i64;
     cfg.max_future_ms = std_duration(&a.max_future)?.as_millis() as i64;
+    cfg.max_record_bytes = a.max_record_bytes.max(1);
+    cfg.approval_key = a
+        .approval_key_file
+        .as_deref()
+        .map(selfheal::live::signing::ApprovalKey::load)
+        .transpose()?;
     cfg.start_earliest = a.start == "earliest";
     cfg.traces = traces(a.otlp_endpoint, "selfheal-engine", &cfg.instance)?;
     let rt = runtime()?;
@@ -409,12 +424,27 @@ pub struct DecideArgs {
     pub service: Option<String>,
     #[arg(long, value_enum, default_value = "avro")]
     pub format: Format,
+    /// Signs the decision with the key in this file, for an engine that
+    /// requires signed approvals.
+    #[arg(long, env = "SELFHEAL_APPROVAL_KEY_FILE")]
+    pub approval_key_file: Option<std::path::PathBuf>,
 }
 
 pub fn decide(a: DecideArgs, verdict: Verdict) -> anyhow::Result<i32> {
+    let key = a
+        .approval_key_file
+        .as_deref()
+        .map(selfheal::live::signing::ApprovalKey::load)
+        .transpose()?;
     let rt = runtime()?;
     let service = rt.block_on(tools::decide(
-        &a.kafka, &a.id, verdict, &a.by, a.service, a.format,
+        &a.kafka,
+        &a.id,
+        verdict,
+        &a.by,
+        a.service,
+        a.format,
+        key.as_ref(),
     ))?;
     println!(
         "{} {} (service {service}) as {}",

@@ -98,16 +98,39 @@ pub(crate) fn render(
             params.insert("max_replicas".to_string(), m.to_string());
         }
     }
-    let args = spec
-        .args
-        .iter()
-        .map(|t| t.render_with(labels, annotations, previous))
-        .collect::<Result<Vec<_>, _>>()?;
+    let args = render_args(&spec.args, labels, annotations, previous)?;
     Ok(Rendered {
         target,
         params,
         args,
     })
+}
+
+/// Renders an argument vector, one element per template. Until a literal
+/// `--` element, an element that begins with a placeholder whose value
+/// begins with `-` is refused, so a label such as `--kubeconfig=/tmp/x`
+/// cannot become an option of the program.
+fn render_args(
+    args: &[crate::policy::Template],
+    labels: &Labels,
+    annotations: &Labels,
+    previous: Option<&BTreeMap<String, String>>,
+) -> Result<Vec<String>, crate::policy::TemplateError> {
+    let mut out = Vec::with_capacity(args.len());
+    let mut options_ended = false;
+    for t in args {
+        let rendered = t.render_with(labels, annotations, previous)?;
+        if !options_ended && rendered.starts_with('-') {
+            if let Some(name) = t.leading_placeholder() {
+                return Err(crate::policy::TemplateError::OptionLike(rendered, name));
+            }
+        }
+        if t.as_str() == "--" {
+            options_ended = true;
+        }
+        out.push(rendered);
+    }
+    Ok(out)
 }
 
 pub(crate) fn incident_record(

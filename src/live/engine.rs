@@ -41,6 +41,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use opentelemetry::trace::SpanContext;
 
 use super::journal::{self, Entry};
+use super::signing::ApprovalKey;
 use super::telemetry::{self, EngineGauges, EngineMetrics, Observer, Status, TopicCounters};
 use super::wire::{self, Format, INPUT_KINDS};
 use super::{wall_ms, Health, KafkaArgs, LiveError, Topics};
@@ -55,6 +56,11 @@ use crate::time::Timestamp;
 /// exactly-once a batch holding a command, an escalation or an approval
 /// request is committed at once, and a commit flushes.
 pub const PRODUCER_LINGER_MS: u32 = 1;
+
+/// Longest input record value decided by default: the size of one journal
+/// record, so that every record decided fits the journal and every dead
+/// letter fits the dead-letter topic.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = journal::MAX_RECORD_BYTES;
 
 /// `processing.guarantee`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -82,6 +88,12 @@ pub struct EngineConfig {
     pub max_batch: usize,
     pub max_lateness_ms: i64,
     pub max_future_ms: i64,
+    /// A record value longer than this goes to the dead-letter topic
+    /// (code `too_large`), cut to this length there.
+    pub max_record_bytes: usize,
+    /// When set, approvals must carry a valid signature under this key;
+    /// others go to the dead-letter topic (code `unauthenticated`).
+    pub approval_key: Option<ApprovalKey>,
     /// `auto.offset.reset` for partitions with no committed offset.
     pub start_earliest: bool,
     /// How far one input topic of a partition may run ahead of another
@@ -117,6 +129,8 @@ impl EngineConfig {
             max_batch: 10_000,
             max_lateness_ms: 10 * 60_000,
             max_future_ms: 5 * 60_000,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            approval_key: None,
             start_earliest: true,
             pace_slack_ms: 5_000,
             traces: None,
@@ -693,7 +707,17 @@ impl Runtime {
         let wall = wall_ms();
         let kafka_ts = ts.unwrap_or(wall);
         let now = shard.core.now().map(|t| t.0);
-        let verdict = if kafka_ts > wall + max_future {
+        let max_bytes = self.cfg.max_record_bytes;
+        let verdict = if value.len() > max_bytes {
+            Err((
+                "too_large",
+                format!(
+                    "record value of {} bytes is larger than the limit of {max_bytes} bytes \
+                     (the dead letter keeps the first {max_bytes})",
+                    value.len()
+                ),
+            ))
+        } else if kafka_ts > wall + max_future {
             Err((
                 "future_timestamp",
                 format!(
@@ -713,7 +737,9 @@ impl Runtime {
                 ),
             ))
         } else {
-            decode_value(INPUT_KINDS[t], value).map_err(|e| (e.code(), e.to_string()))
+            decode_value(INPUT_KINDS[t], value)
+                .map_err(|e| (e.code(), e.to_string()))
+                .and_then(|input| authenticate(self.cfg.approval_key.as_ref(), input))
         };
         match verdict {
             Ok(input) => {
@@ -779,7 +805,7 @@ impl Runtime {
                 }
                 shard.dead.push(Dead {
                     key: key.map(<[u8]>::to_vec),
-                    value: value.to_vec(),
+                    value: value[..value.len().min(max_bytes)].to_vec(),
                     code,
                     reason,
                     topic: topic.to_string(),
@@ -1236,6 +1262,21 @@ impl Runtime {
             rec = rec.key(k.as_slice());
         }
         self.produce(rec)
+    }
+}
+
+/// With an approval key, refuses an approval whose signature is missing or
+/// does not match; the core never sees it.
+fn authenticate(
+    key: Option<&ApprovalKey>,
+    input: crate::records::Input,
+) -> Result<crate::records::Input, (&'static str, String)> {
+    match (key, &input) {
+        (Some(key), crate::records::Input::Approval(a)) => key
+            .verify(a)
+            .map(|()| input)
+            .map_err(|e| ("unauthenticated", e.to_string())),
+        _ => Ok(input),
     }
 }
 

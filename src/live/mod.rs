@@ -20,6 +20,7 @@ pub mod executor;
 pub mod journal;
 pub mod notify;
 pub mod range;
+pub mod signing;
 pub mod telemetry;
 pub mod tools;
 pub mod traces;
@@ -49,8 +50,9 @@ pub enum LiveError {
          commands then keep their input-derived ids and executors deduplicate them"
     )]
     NoTransactions(String),
-    #[error("invalid Kafka setting {0:?}: expected key=value")]
-    BadSetting(String),
+    /// The setting's text is not kept: it may be a secret.
+    #[error("invalid Kafka setting #{0} (-X or SELFHEAL_KAFKA_*): expected key=value with a non-empty key")]
+    BadSetting(usize),
     #[error("topic {topic} is missing or has no partitions on {brokers}")]
     MissingTopic { topic: String, brokers: String },
     #[error("topics {a} ({na} partitions) and {b} ({nb} partitions) must have the same number of partitions: a service's records must meet in one partition")]
@@ -144,8 +146,9 @@ impl Topics {
     }
 }
 
-/// How to reach the broker: shared by every live command.
-#[derive(Debug, Clone, clap::Args)]
+/// How to reach the broker: shared by every live command. `Debug` shows
+/// the setting names only, never their values (passwords).
+#[derive(Clone, clap::Args)]
 pub struct KafkaArgs {
     /// Bootstrap servers, comma separated.
     #[arg(long, env = "SELFHEAL_BROKERS", default_value = "127.0.0.1:9092")]
@@ -160,6 +163,21 @@ pub struct KafkaArgs {
     /// win over variables.
     #[arg(short = 'X', long = "kafka", value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
+}
+
+impl std::fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self
+            .settings
+            .iter()
+            .map(|s| s.split_once('=').map_or("<invalid>", |(k, _)| k.trim()))
+            .collect();
+        f.debug_struct("KafkaArgs")
+            .field("brokers", &self.brokers)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("settings", &names)
+            .finish()
+    }
 }
 
 impl KafkaArgs {
@@ -207,11 +225,11 @@ impl KafkaArgs {
         for (k, v) in env {
             c.set(k, v);
         }
-        for s in &self.settings {
+        for (i, s) in self.settings.iter().enumerate() {
             let (k, v) = s
                 .split_once('=')
                 .filter(|(k, _)| !k.trim().is_empty())
-                .ok_or_else(|| LiveError::BadSetting(s.clone()))?;
+                .ok_or(LiveError::BadSetting(i + 1))?;
             c.set(k.trim(), v.trim());
         }
         Ok(c)

@@ -131,6 +131,7 @@ pub async fn decide(
     by: &str,
     service: Option<String>,
     format: Format,
+    key: Option<&super::signing::ApprovalKey>,
 ) -> Result<String, ToolError> {
     let service = match service {
         Some(s) => s,
@@ -153,6 +154,7 @@ pub async fn decide(
         decision: verdict,
         by: by.to_string(),
         at: Some(Timestamp(wall_ms())),
+        sig: key.map(|k| k.sign(command_id, verdict, by)),
     });
     let value = wire::encode_input(&input, format)
         .ok_or_else(|| ToolError::Usage("approval has no encoding".into()))?;

@@ -120,9 +120,10 @@ pub fn input_json(input: &Input) -> Option<serde_json::Value> {
             decision,
             by,
             at,
+            sig,
         }) => json!({"command_id": command_id,
                      "decision": match decision { Verdict::Approve => "approve", Verdict::Reject => "reject" },
-                     "by": by, "at": opt(*at)}),
+                     "by": by, "at": opt(*at), "sig": sig}),
         Input::Control(Control {
             scope,
             kill_switch,
@@ -252,6 +253,7 @@ mod tests {
                 decision: Verdict::Reject,
                 by: "alice@example.com".into(),
                 at,
+                sig: Some("ab".repeat(32)),
             }),
             Input::Control(Control {
                 scope: Scope::Service("checkout".into()),

@@ -24,6 +24,11 @@ pub enum TemplateError {
     MissingAnnotation(String),
     #[error("previous value `{0}` is missing (the result of the command being undone did not record it)")]
     MissingPrevious(String),
+    #[error(
+        "argument {0:?} starts with the value of `{1}`, which begins with `-` and would be read \
+         as an option; refused (put a literal `--` argument before it to allow such values)"
+    )]
+    OptionLike(String, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +121,16 @@ impl Template {
             }
         }
         Ok(out)
+    }
+
+    /// The `labels.NAME` or `annotations.NAME` placeholder the template
+    /// begins with, if it begins with one.
+    pub fn leading_placeholder(&self) -> Option<String> {
+        match self.parts.first() {
+            Some(Part::Label(n)) => Some(format!("labels.{n}")),
+            Some(Part::Annotation(n)) => Some(format!("annotations.{n}")),
+            _ => None,
+        }
     }
 
     /// Label names this template reads, each once, in order of appearance.

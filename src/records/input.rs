@@ -249,6 +249,9 @@ pub struct Approval {
     pub decision: Verdict,
     pub by: String,
     pub at: Option<Timestamp>,
+    /// HMAC-SHA256 (hex) of the command id, decision and approver, when
+    /// the approver signed (see `selfheal::live::signing`).
+    pub sig: Option<String>,
 }
 
 /// What a control record applies to.
@@ -406,7 +409,7 @@ impl Input {
             }
             Input::Approval(a) => {
                 json!({"command_id": a.command_id, "decision": a.decision.as_str(),
-                                         "by": a.by, "at": opt(a.at)})
+                       "by": a.by, "at": opt(a.at), "sig": a.sig})
             }
             Input::Control(c) => json!({"scope": c.scope.to_string(), "kill_switch": c.kill_switch,
                                         "until": opt(c.until), "by": c.by,
@@ -527,6 +530,7 @@ impl MetricWire<'_> {
             (_, Some(n)) if !n.is_empty() => n.to_string(),
             _ => return Err(DecodeError::Missing("name")),
         };
+        super::value::check_counter(&name, value)?;
         if labels.get("__name__").is_some() {
             labels = Labels::from_pairs(labels.iter().filter(|(k, _)| *k != "__name__"));
         }
@@ -691,6 +695,7 @@ struct ApprovalWire<'a> {
     by: Option<String>,
     #[serde(borrow)]
     at: Option<Cow<'a, str>>,
+    sig: Option<String>,
 }
 
 impl ApprovalWire<'_> {
@@ -710,6 +715,7 @@ impl ApprovalWire<'_> {
             decision,
             by: non_empty("by", self.by)?,
             at: opt_time("at", self.at)?,
+            sig: self.sig.filter(|s| !s.is_empty()),
         })
     }
 }
@@ -792,6 +798,40 @@ mod tests {
         assert_eq!(e.code(), "invalid_value");
         let e = line("metric", r#"{"value":"1","labels":{}}"#).unwrap_err();
         assert_eq!(e, DecodeError::Missing("name"));
+    }
+
+    #[test]
+    fn metric_refuses_a_negative_counter_and_keeps_negative_gauges() {
+        for (name, value) in [
+            ("http_requests_total", r#""-5""#),
+            ("http_requests_total", "-5"),
+            ("rpc_duration_seconds_count", "-0.5"),
+            ("rpc_duration_seconds_bucket", r#""-1e3""#),
+        ] {
+            let data = format!(r#"{{"value":{value},"name":"{name}","labels":{{}}}}"#);
+            let e = line("metric", &data).unwrap_err();
+            assert_eq!(e.code(), "invalid_value", "{data}");
+            assert!(e.to_string().contains("negative"), "{e}");
+            let avro = crate::records::avro::encode_input(&Input::Metric(MetricSample {
+                name: name.into(),
+                labels: Labels::new(),
+                value: Fixed(-1),
+                timestamp: None,
+            }))
+            .unwrap();
+            let bytes = crate::records::avro::single_object_encode(
+                crate::records::avro::RecordType::MetricSample,
+                &avro[0],
+            );
+            let e = crate::records::avro::decode_value(InputKind::Metric, &bytes).unwrap_err();
+            assert_eq!(e.code(), "invalid_value", "avro {name}");
+        }
+        for data in [
+            r#"{"value":"-5","name":"temperature_celsius","labels":{}}"#,
+            r#"{"value":"5","name":"http_requests_total","labels":{}}"#,
+        ] {
+            assert!(line("metric", data).is_ok(), "{data}");
+        }
     }
 
     #[test]

@@ -311,7 +311,9 @@ impl<'a> Scan<'a> {
     fn value(&mut self) -> Option<Fixed> {
         self.ws();
         if self.b.get(self.i) == Some(&b'"') {
-            return Fixed::parse(self.string()?).ok();
+            // Negative values are left to the general decoder, which
+            // refuses them for counters.
+            return Fixed::parse(self.string()?).ok().filter(|v| v.0 >= 0);
         }
         let start = self.i;
         while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {

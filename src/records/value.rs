@@ -25,6 +25,22 @@ pub enum ValueError {
     NotFinite(String),
     #[error("value {0:?} is out of range (|v| <= {MAX_UNITS})")]
     OutOfRange(String),
+    #[error("value {1} of counter {0} is negative; a counter never goes below zero")]
+    NegativeCounter(String, Fixed),
+}
+
+/// Refuses a negative value for a series whose name marks it as a counter
+/// (`_total`, `_count`, `_bucket`): read as a counter reset, it would make
+/// the next sample count whole as new events.
+pub fn check_counter(name: &str, v: Fixed) -> Result<(), ValueError> {
+    if v.0 < 0
+        && ["_total", "_count", "_bucket"]
+            .iter()
+            .any(|s| name.ends_with(s))
+    {
+        return Err(ValueError::NegativeCounter(name.to_string(), v));
+    }
+    Ok(())
 }
 
 impl Fixed {

@@ -168,6 +168,7 @@ pub(super) fn metric_at(r: &mut Reader<'_>) -> Result<Result<MetricSample>> {
             (_, Some((_, n))) if !n.is_empty() => (*n).to_owned(),
             _ => return Err(DecodeError::Missing("name")),
         };
+        crate::records::value::check_counter(&name, value)?;
         Ok(MetricSample {
             name,
             labels: labels(&pairs, Some("__name__")),
@@ -206,6 +207,7 @@ pub(super) fn metric_ref_at<'a>(
             (_, Some(n)) if !n.is_empty() => n,
             _ => return Err(DecodeError::Missing("name")),
         };
+        crate::records::value::check_counter(name, value)?;
         Ok((name, value, timestamp))
     };
     Ok(check())
@@ -391,12 +393,14 @@ pub(super) fn approval_at(r: &mut Reader<'_>) -> Result<Result<Approval>> {
     let decision = read_symbol(r, &DECISION).at("decision")?;
     let by = r.str().at("by")?;
     let at = r.opt_str().at("at")?;
+    let sig = r.opt_str().at("sig")?;
     let check = || -> Result<Approval> {
         Ok(Approval {
             command_id: non_empty("command_id", command_id)?,
             decision,
             by: non_empty("by", by)?,
             at: opt_time("at", at)?,
+            sig: sig.filter(|s| !s.is_empty()).map(str::to_owned),
         })
     };
     Ok(check())
@@ -414,6 +418,7 @@ pub(super) fn approval_to(w: &mut Writer, x: &Approval) {
     write_symbol(w, &DECISION, &x.decision);
     w.str(&x.by);
     write_opt_time(w, x.at);
+    write_opt_str(w, x.sig.as_ref());
 }
 
 /// A datum of the `Control` schema before `reload_policy` (no last

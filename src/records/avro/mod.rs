@@ -173,6 +173,22 @@ pub fn legacy_fingerprints() -> &'static [(RecordType, u64)] {
     })
 }
 
+/// The Approval schema before its `sig` field. Single-object values written
+/// with it (by an earlier `selfheal approve`) still decode, unsigned.
+const APPROVAL_V1: &str = r#"{"type":"record","name":"Approval","namespace":"io.selfheal","fields":[
+  {"name":"command_id","type":"string"},
+  {"name":"decision","type":{"type":"enum","name":"Decision","symbols":["approve","reject"]}},
+  {"name":"by","type":"string"},
+  {"name":"at","type":["null","string"],"default":null}]}"#;
+
+fn approval_v1_fingerprint() -> u64 {
+    static FP: OnceLock<u64> = OnceLock::new();
+    *FP.get_or_init(|| {
+        let schema = Schema::parse_str(APPROVAL_V1).expect("the v1 approval schema parses");
+        fingerprint64(schema.canonical_form().as_bytes())
+    })
+}
+
 /// The parsed schema of a record type.
 pub fn schema(t: RecordType) -> &'static Schema {
     &compiled(t).schema
@@ -370,6 +386,16 @@ pub fn detect_framing(bytes: &[u8]) -> Result<(Framing, &[u8]), DecodeError> {
 /// the writer's schema cannot be looked up, and producers are expected to
 /// use ours. A single-object value must carry the schema of `kind`.
 pub fn decode_value(kind: InputKind, bytes: &[u8]) -> Result<Input, DecodeError> {
+    if kind == InputKind::Approval && bytes.len() >= SINGLE_OBJECT_HEADER {
+        let (head, datum) = bytes.split_at(SINGLE_OBJECT_HEADER);
+        if head[..2] == [0xc3, 0x01] && head[2..] == approval_v1_fingerprint().to_le_bytes() {
+            // The v1 datum is the current one without its last field,
+            // `sig`, whose `null` branch is the single byte 0.
+            let mut current = datum.to_vec();
+            current.push(0);
+            return decode_input(kind, &current);
+        }
+    }
     match detect_framing(bytes)? {
         (Framing::Json, text) => {
             let text = std::str::from_utf8(text)
@@ -400,6 +426,29 @@ mod tests {
             let theirs = schema(t).fingerprint::<Rabin>().bytes;
             assert_eq!(theirs, fingerprint(t).to_le_bytes().to_vec(), "{t}");
         }
+    }
+
+    #[test]
+    fn approvals_written_before_the_sig_field_still_decode() {
+        use crate::records::{Approval, Verdict};
+        let a = Approval {
+            command_id: "cmd-1".into(),
+            decision: Verdict::Reject,
+            by: "alice".into(),
+            at: None,
+            sig: None,
+        };
+        let mut datum = codec::write_approval(&a);
+        // The new schema's last field: the `null` branch of `sig`.
+        assert_eq!(datum.pop(), Some(0));
+        let mut v1 = vec![0xc3, 0x01];
+        v1.extend_from_slice(&approval_v1_fingerprint().to_le_bytes());
+        v1.extend_from_slice(&datum);
+        assert_ne!(approval_v1_fingerprint(), fingerprint(RecordType::Approval));
+        assert_eq!(
+            decode_value(InputKind::Approval, &v1),
+            Ok(Input::Approval(a))
+        );
     }
 
     #[test]
