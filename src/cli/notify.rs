@@ -30,6 +30,8 @@ pub struct Args {
     /// sinks, and exit.
     #[arg(long)]
     pub check: bool,
+    #[command(flatten)]
+    pub metrics: super::live::MetricsArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
@@ -49,6 +51,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     svc.start_earliest = a.start == "earliest";
     let rt = super::live::runtime()?;
+    svc.telemetry = a.metrics.start(&rt, "notify", &svc.status)?;
     let stop = super::live::stop_on_signal(&rt);
     let counters = Arc::new(NotifyCounters::default());
     rt.block_on(selfheal::live::notify::run(

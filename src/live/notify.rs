@@ -31,6 +31,10 @@ pub struct NotifyServiceConfig {
     pub instance: String,
     /// Where a partition without a committed offset starts.
     pub start_earliest: bool,
+    /// Heartbeat, assignment and broker state for the health endpoints.
+    pub status: super::telemetry::Status,
+    /// Metrics are served: the consumer sends librdkafka statistics.
+    pub telemetry: bool,
 }
 
 impl NotifyServiceConfig {
@@ -40,6 +44,8 @@ impl NotifyServiceConfig {
             group: "selfheal-notify".into(),
             instance: super::engine::default_instance("notify"),
             start_earliest: true,
+            status: Default::default(),
+            telemetry: false,
         }
     }
 }
@@ -68,8 +74,9 @@ pub async fn run(
     pc.set("client.id", &cfg.instance)
         .set("linger.ms", "0")
         .set("acks", "all");
-    let producer: FutureProducer = pc
-        .create()
+    cfg.status.beat();
+    let producer: FutureProducer<super::Health> = pc
+        .create_with_context(cfg.status.health().clone())
         .map_err(LiveError::kafka("creating the producer"))?;
     let md = producer
         .client()
@@ -115,8 +122,14 @@ pub async fn run(
     if cc.get("max.poll.interval.ms").is_none() {
         cc.set("max.poll.interval.ms", "1800000");
     }
-    let consumer: StreamConsumer<super::Health> = cc
-        .create_with_context(super::Health::default())
+    if cfg.telemetry && cc.get("statistics.interval.ms").is_none() {
+        cc.set(
+            "statistics.interval.ms",
+            super::telemetry::STATS_INTERVAL_MS.to_string(),
+        );
+    }
+    let consumer: StreamConsumer<super::telemetry::StatusContext> = cc
+        .create_with_context(super::telemetry::StatusContext(cfg.status.clone()))
         .map_err(LiveError::kafka("creating the consumer"))?;
     consumer
         .subscribe(&[&topics.escalations])
@@ -139,7 +152,9 @@ pub async fn run(
         notifier,
         counters,
     };
+    let consumed = super::telemetry::TopicCounters::new(&[&topics.escalations]);
     while !stop.load(Ordering::Relaxed) {
+        cfg.status.beat();
         let m = match tokio::time::timeout(StdDuration::from_millis(200), consumer.recv()).await {
             Err(_) => continue,
             Ok(Err(e)) => {
@@ -149,9 +164,12 @@ pub async fn run(
             }
             Ok(Ok(m)) => m,
         };
+        consumed.consumed(0);
+        // Retries are bounded by the config; the loop is alive meanwhile.
         let handled = tokio::select! {
             done = svc.handle(&m, &stop) => done,
             _ = stopped(&stop) => false,
+            _ = beating(&cfg.status) => false,
         };
         if !handled {
             tracing::info!(
@@ -174,6 +192,14 @@ pub async fn run(
     Ok(())
 }
 
+/// Beats the heartbeat every second, forever.
+async fn beating(status: &super::telemetry::Status) {
+    loop {
+        tokio::time::sleep(StdDuration::from_secs(1)).await;
+        status.beat();
+    }
+}
+
 async fn stopped(stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(StdDuration::from_millis(100)).await;
@@ -181,7 +207,7 @@ async fn stopped(stop: &AtomicBool) {
 }
 
 struct Service {
-    producer: FutureProducer,
+    producer: FutureProducer<super::Health>,
     dlq: String,
     notifier: Arc<Notifier>,
     counters: Arc<NotifyCounters>,
@@ -217,6 +243,20 @@ impl Service {
         };
         self.counters.escalations.fetch_add(1, Ordering::Relaxed);
         for d in self.notifier.deliver(&esc).await {
+            let outcome = match &d.outcome {
+                Outcome::Delivered { .. } => Some("delivered"),
+                Outcome::Duplicate => Some("duplicate"),
+                Outcome::GaveUp { .. } => Some("gave_up"),
+                Outcome::NotSubscribed => None,
+            };
+            if let Some(o) = outcome {
+                metrics::counter!(
+                    super::telemetry::names::NOTIFY_DELIVERIES,
+                    "sink" => d.sink.as_str(),
+                    "outcome" => o
+                )
+                .increment(1);
+            }
             if let Outcome::GaveUp { reason, .. } = &d.outcome {
                 let reason = format!(
                     "{} did not take incident {}: {reason}",

@@ -74,9 +74,12 @@ pub mod names {
     pub const KILL_SWITCHES_ACTIVE: &str = "selfheal_kill_switches_active";
     /// Histogram: how long an engine batch commit took.
     pub const COMMIT_DURATION: &str = "selfheal_commit_duration_seconds";
+    /// Counter `{sink,outcome}`: escalations the notifier handled per sink
+    /// (`delivered`, `duplicate`, `gave_up`).
+    pub const NOTIFY_DELIVERIES: &str = "selfheal_notify_deliveries_total";
 
     /// Every name above.
-    pub const ALL: [&str; 21] = [
+    pub const ALL: [&str; 22] = [
         RECORDS_CONSUMED,
         DECODE_FAILURES,
         DEAD_LETTERS,
@@ -98,6 +101,7 @@ pub mod names {
         MTTR,
         KILL_SWITCHES_ACTIVE,
         COMMIT_DURATION,
+        NOTIFY_DELIVERIES,
     ];
 }
 
@@ -333,6 +337,33 @@ pub async fn serve(
         }
     });
     Ok(bound)
+}
+
+/// Client context of a consumer that only reports to the health
+/// endpoints: broker errors and statistics, and its assignment.
+pub struct StatusContext(pub Status);
+
+impl rdkafka::ClientContext for StatusContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.0.health().error(error, reason);
+    }
+
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.0.health().observe_stats(&statistics);
+        record_lag(&statistics);
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for StatusContext {
+    fn post_rebalance(
+        &self,
+        consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        _: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::Consumer;
+        let n = consumer.assignment().map_or(0, |a| a.count());
+        self.0.set_assigned(n as u64);
+    }
 }
 
 /// Runs the recorder's upkeep (histogram buckets) every few seconds.
