@@ -98,8 +98,14 @@ fn assert_parses(argv: &[String], place: &str) {
 
 /// Environment variables the binary reads for a subcommand: those its help
 /// names, the librdkafka pass-through prefix and the logging switches.
-fn known_env(sub: &str) -> impl Fn(&str) -> bool {
-    let text = help(&[sub]);
+fn known_env(argv: &[String]) -> impl Fn(&str) -> bool {
+    // The subcommand path: the words before the first option.
+    let path: Vec<&str> = argv
+        .iter()
+        .map(String::as_str)
+        .take_while(|a| !a.starts_with('-'))
+        .collect();
+    let text = help(&path);
     let named: BTreeSet<String> = text
         .split("[env: ")
         .skip(1)
@@ -128,7 +134,7 @@ fn kubernetes_workloads_run_command_lines_the_binary_accepts() {
             let args = strings(&c["args"]);
             assert!(!args.is_empty(), "{name}: container without args");
             assert_parses(&args, &name);
-            let known = known_env(&args[0]);
+            let known = known_env(&args);
             for e in list(&c["env"]) {
                 let v = s(&e["name"]);
                 assert!(known(v), "{name}: selfheal {} reads no {v}", args[0]);
@@ -144,8 +150,8 @@ fn shared_settings_are_variables_the_services_read() {
         .iter()
         .find(|(_, o)| kind_name(o) == "ConfigMap/selfheal-env")
         .expect("ConfigMap selfheal-env");
-    let engine = known_env("engine");
-    let executor = known_env("executor");
+    let engine = known_env(&["engine".to_string()]);
+    let executor = known_env(&["executor".to_string()]);
     for (k, _) in env["data"].as_hash().expect("data") {
         let k = s(k);
         assert!(
@@ -275,6 +281,26 @@ fn the_shipped_policy_and_handlers_load() {
     );
 }
 
+/// A compose mapping with its YAML merge keys (`<<: *anchor`) applied,
+/// recursively, as docker compose reads it: its own keys win.
+fn merged(y: &Yaml) -> Yaml {
+    let Some(h) = y.as_hash() else {
+        return y.clone();
+    };
+    let mut out = yaml_rust2::yaml::Hash::new();
+    if let Some(base) = h.get(&Yaml::String("<<".into())) {
+        if let Yaml::Hash(b) = merged(base) {
+            out.extend(b);
+        }
+    }
+    for (k, v) in h {
+        if s(k) != "<<" {
+            out.insert(k.clone(), merged(v));
+        }
+    }
+    Yaml::Hash(out)
+}
+
 #[test]
 fn compose_services_run_command_lines_the_binary_accepts() {
     let doc = &yaml_docs("deploy/docker-compose.yaml")[0];
@@ -282,12 +308,13 @@ fn compose_services_run_command_lines_the_binary_accepts() {
     let mut ran = 0;
     for (name, svc) in services {
         let name = s(name);
+        let svc = &merged(svc);
         if s(&svc["image"]) != "selfheal:0.1.0" {
             continue;
         }
         let cmd = strings(&svc["command"]);
         assert_parses(&cmd, &format!("compose service {name}"));
-        let known = known_env(&cmd[0]);
+        let known = known_env(&cmd);
         if let Some(env) = svc["environment"].as_hash() {
             for (k, _) in env {
                 assert!(known(s(k)), "compose {name}: selfheal reads no {}", s(k));

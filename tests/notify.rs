@@ -513,6 +513,8 @@ fn notify_proc(k: &selfheal::live::KafkaArgs, config: &std::path::Path, slack_ur
         format!("{}notify", k.topic_prefix),
         "-X".into(),
         "session.timeout.ms=6000".into(),
+        "--metrics-listen".into(),
+        "127.0.0.1:0".into(),
     ]);
     let child = Command::new(BIN)
         .args(&args)
@@ -638,6 +640,41 @@ fn selfheal_notify_pages_each_escalation_once_and_does_not_resend_after_a_restar
                 && dead_letters(&k).len() == 1)
                 .then_some(())
         },
+    );
+    // Its metrics and health endpoints say what it did.
+    let addr = metrics_addr(&n);
+    assert_eq!(get(&addr, "/healthz").map(|r| r.0), Some(200));
+    // Ready once librdkafka's first statistics show the broker connection.
+    wait_for("notify to be ready", Duration::from_secs(30), || {
+        (get(&addr, "/readyz").map(|r| r.0) == Some(200)).then_some(())
+    });
+    let text = scrape(&addr);
+    let deliveries = |sink: &str, outcome: &str| {
+        value(
+            &text,
+            "selfheal_notify_deliveries_total",
+            &[
+                &format!("sink=\"{sink}\""),
+                &format!("outcome=\"{outcome}\""),
+            ],
+        )
+    };
+    assert_eq!(
+        deliveries("pagerduty", "delivered"),
+        pages(&first) as f64,
+        "{text}"
+    );
+    assert_eq!(deliveries("pagerduty", "duplicate"), 1.0, "{text}");
+    assert_eq!(deliveries("opsgenie", "gave_up"), 1.0, "{text}");
+    assert_eq!(
+        deliveries("slack", "delivered"),
+        first.len() as f64,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "selfheal_records_consumed_total", &[]),
+        first.len() as f64 + 1.0,
+        "{text}"
     );
     n.terminate();
 

@@ -309,3 +309,59 @@ runbooks:
 guardrails:
   first_time: page
 "#;
+
+// --- Scraping the metrics and health endpoints (`--metrics-listen`) ---
+
+/// `GET path` on `addr`: (status code, body).
+pub fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Some((code, body))
+}
+
+/// The address a process logged for its metrics listener.
+pub fn metrics_addr(p: &Proc) -> String {
+    wait_for(
+        &format!("{} to log its metrics address", p.name),
+        Duration::from_secs(30),
+        || {
+            let log = p.log_text();
+            let at = log.find("metrics on http://")? + "metrics on http://".len();
+            let rest = &log[at..];
+            Some(rest[..rest.find("/metrics")?].to_string())
+        },
+    )
+}
+
+/// The value of the sample `name` whose labels include every `labels`
+/// pair (`k="v"`), or 0 when absent.
+pub fn value(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            let n = series.split('{').next().unwrap_or("");
+            n == name && labels.iter().all(|want| series.contains(want))
+        })
+        .filter_map(|(_, v)| v.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn scrape(addr: &str) -> String {
+    let (code, body) = get(addr, "/metrics").expect("scraping /metrics");
+    assert_eq!(code, 200, "{body}");
+    body
+}
