@@ -761,8 +761,17 @@ fn engine_and_executor_ride_out_a_30_second_broker_outage() {
     let k = setup(&broker.addr(), "outage", 3);
     let policy = policy_file("faults-outage", RESTART_POLICY);
     let handler = Handler::start(Duration::from_millis(50));
-    let mut eng = engine(&k, &policy, "at_least_once", &[]);
-    let mut exec = executor(&k, &handler.url);
+    let metrics = ["--metrics-listen", "127.0.0.1:0"];
+    let mut eng = engine(&k, &policy, "at_least_once", &metrics);
+    let mut exec = executor_with(&k, &handler.url, &metrics);
+    let addrs = [metrics_addr(&eng), metrics_addr(&exec)];
+    let readyz = |addr: &String| get(addr, "/readyz").unwrap_or((0, String::new()));
+    let all_ready = || addrs.iter().all(|a| readyz(a).0 == 200).then_some(());
+    wait_for(
+        "engine and executor ready",
+        Duration::from_secs(60),
+        all_ready,
+    );
     let feed = Feed::new(&k);
     let mut pods = Vec::new();
     let mut publish = |from: usize, n: usize| {
@@ -797,9 +806,6 @@ fn engine_and_executor_ride_out_a_30_second_broker_outage() {
             p.name,
             p.log_text()
         );
-        // READINESS CHECK POINT: with `--metrics-listen`, `/readyz` of
-        // both processes answers 503 here, while the broker is
-        // unreachable. Until then, their logs show that they saw it go.
         assert!(
             p.log_text().contains("kafka client error"),
             "the {} did not notice the broker going away:\n{}",
@@ -807,7 +813,19 @@ fn engine_and_executor_ride_out_a_30_second_broker_outage() {
             p.log_text()
         );
     }
+    // Their health endpoints say so: alive, not ready, and why.
+    for a in &addrs {
+        assert_eq!(get(a, "/healthz").map(|r| r.0), Some(200), "{a}");
+        let (code, why) = readyz(a);
+        assert_eq!(code, 503, "/readyz of {a} while the broker is down: {why}");
+        assert!(why.contains("broker"), "{why}");
+    }
     broker.run_start().expect("restarting the broker");
+    wait_for(
+        "engine and executor ready again",
+        Duration::from_secs(90),
+        all_ready,
+    );
     publish(14, 8);
     let want: BTreeSet<String> = pods.iter().cloned().collect();
     wait_for(

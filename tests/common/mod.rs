@@ -179,6 +179,11 @@ pub fn engine(k: &KafkaArgs, policy: &std::path::Path, guarantee: &str, extra: &
 }
 
 pub fn executor(k: &KafkaArgs, handler_url: &str) -> Proc {
+    executor_with(k, handler_url, &[])
+}
+
+/// An executor with extra flags.
+pub fn executor_with(k: &KafkaArgs, handler_url: &str, extra: &[&str]) -> Proc {
     let mut a = vec!["executor".to_string()];
     a.extend(kafka_flags(k));
     a.extend([
@@ -189,6 +194,7 @@ pub fn executor(k: &KafkaArgs, handler_url: &str) -> Proc {
         "-X".into(),
         "session.timeout.ms=6000".into(),
     ]);
+    a.extend(extra.iter().map(|s| s.to_string()));
     spawn("executor", &a)
 }
 
