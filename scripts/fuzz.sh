@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every fuzz target of fuzz/ for SECONDS each (default 30).
 # Installs cargo-fuzz when missing. Crashes are kept in fuzz/artifacts/.
+# FUZZ_DEV=1 builds the targets without optimisation (what CI does: the
+# build takes minutes less, the fuzzing runs slower).
 set -euo pipefail
 seconds="${1:-30}"
 cd "$(dirname "$0")/.."
@@ -12,7 +14,11 @@ fi
 # accept them.
 export RUSTC_BOOTSTRAP=1
 target_dir="fuzz/target"
-cargo fuzz build --target-dir "$target_dir"
+profile=()
+if [ "${FUZZ_DEV:-0}" = 1 ]; then
+    profile=(--dev)
+fi
+cargo fuzz build "${profile[@]}" --target-dir "$target_dir"
 failed=()
 for t in $(cargo fuzz list); do
     mkdir -p "fuzz/corpus/$t"
@@ -20,7 +26,7 @@ for t in $(cargo fuzz list); do
     # Fresh findings go to a scratch corpus; the seed corpus stays as committed.
     scratch="$target_dir/corpus/$t"
     mkdir -p "$scratch"
-    if ! cargo fuzz run --target-dir "$target_dir" "$t" "$scratch" "fuzz/corpus/$t" -- \
+    if ! cargo fuzz run "${profile[@]}" --target-dir "$target_dir" "$t" "$scratch" "fuzz/corpus/$t" -- \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1; then
         failed+=("$t")
     fi
