@@ -26,13 +26,16 @@ fn check(name: &str, passed: bool, detail: String) -> GuardrailCheck {
 }
 
 /// Checks kill switch, change freeze, target allow-list, stale data,
-/// cooldown and rate limit for `runbook` acting on `target` of `service`.
+/// cooldown, rate limit and blast radius for `runbook` acting on `target`
+/// of `service` for incident `incident`.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     policy: &Policy,
     state: &State,
     slos: &SloSet,
     runbook: &Runbook,
     service: &str,
+    incident: &str,
     target: &str,
     now: Timestamp,
 ) -> Verdict {
@@ -94,6 +97,24 @@ pub fn evaluate(
             format!(
                 "{recent} of {} actions on {target} in the last {}",
                 rl.count, rl.per
+            ),
+        ));
+    }
+    if let Some(b) = &g.blast_radius {
+        let window = super::state::window(g);
+        let instances = state
+            .instances
+            .count(&b.instance_label, service, now, window);
+        let limit = b.limit(instances);
+        let acting = state.unconfirmed(service, incident);
+        checks.push(check(
+            "blast_radius",
+            acting < limit,
+            format!(
+                "{acting} unconfirmed actions on {service}, limit {limit} ({} of {instances} instances by label {} seen in the last {})",
+                b.max_share_text,
+                b.instance_label,
+                crate::time::Duration(window)
             ),
         ));
     }
