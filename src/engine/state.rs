@@ -120,11 +120,14 @@ pub struct State {
 #[derive(Debug, Default)]
 pub struct Instances {
     /// label -> service -> instance -> last seen.
-    seen: Vec<(String, HashMap<String, HashMap<String, Timestamp>>)>,
+    seen: Vec<(String, ByService)>,
     /// Entries older than this are forgotten.
     keep: i64,
     next_sweep: i64,
 }
+
+/// service -> instance -> last seen.
+type ByService = HashMap<String, HashMap<String, Timestamp>>;
 
 /// How far back instances count when `stale_after` is unset.
 pub const INSTANCE_WINDOW: i64 = 5 * crate::time::MINUTE;
