@@ -374,6 +374,11 @@ impl Engine {
             rb,
         ));
         self.state.by_key.insert(inc.key.clone(), id.clone());
+        self.state
+            .by_service
+            .entry(inc.service.clone())
+            .or_default()
+            .insert(id.clone());
         self.state.incidents.insert(id.clone(), inc);
         let Some(r) = rb_index else {
             let (reason, sev, why) = if first_seen {
@@ -448,8 +453,16 @@ impl Engine {
                 return;
             }
         };
-        let verdict =
-            guardrails::evaluate(&policy, &self.state, &self.slos, rb, &service, &target, ts);
+        let verdict = guardrails::evaluate(
+            &policy,
+            &self.state,
+            &self.slos,
+            rb,
+            &service,
+            id,
+            &target,
+            ts,
+        );
         d.guardrails = verdict.checks;
         if let Some((reason, why)) = verdict.blocked {
             d.kind = "guardrail_blocked";

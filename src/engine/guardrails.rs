@@ -26,13 +26,16 @@ fn check(name: &str, passed: bool, detail: String) -> GuardrailCheck {
 }
 
 /// Checks kill switch, change freeze, target allow-list, stale data,
-/// cooldown and rate limit for `runbook` acting on `target` of `service`.
+/// cooldown, rate limit and blast radius for `runbook` acting on `target`
+/// of `service` for incident `incident`.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     policy: &Policy,
     state: &State,
     slos: &SloSet,
     runbook: &Runbook,
     service: &str,
+    incident: &str,
     target: &str,
     now: Timestamp,
 ) -> Verdict {
@@ -94,6 +97,24 @@ pub fn evaluate(
             format!(
                 "{recent} of {} actions on {target} in the last {}",
                 rl.count, rl.per
+            ),
+        ));
+    }
+    if let Some(b) = &g.blast_radius {
+        let window = super::state::window(g);
+        let instances = state
+            .instances
+            .count(&b.instance_label, service, now, window);
+        let limit = b.limit(instances);
+        let acting = state.unconfirmed(service, incident);
+        checks.push(check(
+            "blast_radius",
+            acting < limit,
+            format!(
+                "{acting} unconfirmed actions on {service}, limit {limit} ({} of {instances} instances by label {} seen in the last {})",
+                b.max_share_text,
+                b.instance_label,
+                crate::time::Duration(window)
             ),
         ));
     }
@@ -177,5 +198,147 @@ pub fn record_action(state: &mut State, runbook: &Runbook, target: &str, now: Ti
     h.push_back(now);
     while h.front().is_some_and(|t| now.0 - t.0 >= keep) && h.len() > 1 {
         h.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::engine::Engine;
+    use crate::records::{Emitted, Output, Record};
+
+    const FAILOVER: &str = r#"
+runbooks:
+  - name: failover-instance
+    match: ['alertname="Down"']
+    tier: 2
+    action: {kind: failover, target: '{{ labels.instance }}'}
+    validate: {within: 5m}
+    guardrails:
+      blast_radius: {max_share: 25%}
+      stale_after: 2m
+approvers: [alice@example.com]
+"#;
+
+    fn core(text: &str) -> Engine {
+        Engine::new(Arc::new(
+            crate::policy::load::parse(text, "p.yaml").unwrap(),
+        ))
+    }
+
+    fn rec(line: String) -> Record {
+        Record::from_json_line(&line).unwrap()
+    }
+
+    fn sample(ts: &str, instance: &str) -> Record {
+        rec(format!(
+            r#"{{"ts":"{ts}","kind":"metric","data":{{"name":"up","labels":{{"service":"db","instance":"{instance}"}},"value":"1"}}}}"#
+        ))
+    }
+
+    fn down(ts: &str, instance: &str) -> Record {
+        rec(format!(
+            r#"{{"ts":"{ts}","kind":"alert","data":{{"status":"firing","labels":{{"alertname":"Down","service":"db","instance":"{instance}"}}}}}}"#
+        ))
+    }
+
+    fn blast_check(out: &[Emitted]) -> Vec<(String, bool)> {
+        out.iter()
+            .filter_map(|e| match &e.output {
+                Output::Audit(a) => a.guardrails.iter().find(|c| c.name == "blast_radius"),
+                _ => None,
+            })
+            .map(|c| (c.detail.clone(), c.passed))
+            .collect()
+    }
+
+    #[test]
+    fn a_proposal_counts_against_others_but_not_against_its_own_approval() {
+        let mut e = core(FAILOVER);
+        let mut out = Vec::new();
+        for i in 0..4 {
+            e.process(
+                &sample("2026-03-01T10:00:00Z", &format!("db-{i}")),
+                &mut out,
+            )
+            .unwrap();
+        }
+        e.process(&down("2026-03-01T10:00:10Z", "db-0"), &mut out)
+            .unwrap();
+        let cmd = out
+            .iter()
+            .find_map(|e| match &e.output {
+                Output::ApprovalRequest(a) => Some(a.command_id.clone()),
+                _ => None,
+            })
+            .expect("a proposal");
+        // 4 instances at 25%: one unconfirmed action at a time, and the
+        // proposal waiting for approval is one.
+        out.clear();
+        e.process(&down("2026-03-01T10:00:20Z", "db-1"), &mut out)
+            .unwrap();
+        let checks = blast_check(&out);
+        assert_eq!(checks.len(), 1);
+        assert!(!checks[0].1, "{checks:?}");
+        assert!(checks[0].0.contains("1 unconfirmed actions on db, limit 1"));
+        assert!(out.iter().any(|e| matches!(&e.output,
+            Output::Escalation(x) if x.reason == crate::records::EscalationReason::Guardrail)));
+        out.clear();
+        e.process(
+            &rec(format!(
+                r#"{{"ts":"2026-03-01T10:00:30Z","kind":"approval","data":{{"command_id":"{cmd}","decision":"approve","by":"alice@example.com","at":"2026-03-01T10:00:30Z"}}}}"#
+            )),
+            &mut out,
+        )
+        .unwrap();
+        assert!(
+            out.iter()
+                .any(|e| matches!(&e.output, Output::Command(c) if c.id == cmd)),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn instances_count_within_stale_after_and_from_a_reloaded_policy() {
+        let plain = FAILOVER.replace("      blast_radius: {max_share: 25%}\n", "");
+        let mut e = core(&plain);
+        let mut out = Vec::new();
+        // Without the guardrail nothing is tracked.
+        e.process(&sample("2026-03-01T10:00:00Z", "db-9"), &mut out)
+            .unwrap();
+        assert!(!e.state.instances.active());
+        e.reload_policy(
+            crate::time::Timestamp::parse("2026-03-01T10:00:01Z").unwrap(),
+            FAILOVER,
+            &mut out,
+        )
+        .unwrap();
+        assert!(e.state.instances.active());
+        for i in 0..8 {
+            e.process(
+                &sample("2026-03-01T10:00:05Z", &format!("db-{i}")),
+                &mut out,
+            )
+            .unwrap();
+        }
+        out.clear();
+        e.process(&down("2026-03-01T10:01:00Z", "db-0"), &mut out)
+            .unwrap();
+        let checks = blast_check(&out);
+        assert!(
+            checks[0].0.contains("limit 2 (25% of 8 instances"),
+            "{checks:?}"
+        );
+        // Past stale_after (2m) no instance counts: the limit falls to 1.
+        out.clear();
+        e.process(&down("2026-03-01T10:02:30Z", "db-1"), &mut out)
+            .unwrap();
+        let checks = blast_check(&out);
+        assert!(
+            checks[0].0.contains("limit 1 (25% of 0 instances"),
+            "{checks:?}"
+        );
+        assert!(!checks[0].1);
     }
 }

@@ -133,10 +133,12 @@ impl Engine {
                 .or_default()
                 .push(i);
         }
+        let mut state = State::default();
+        state.instances.configure(&policy);
         Engine {
             slos: SloSet::new(&policy),
             policy,
-            state: State::default(),
+            state,
             chains: Chains::default(),
             now: None,
             next_boundary: 0,
@@ -205,7 +207,12 @@ impl Engine {
     pub fn process(&mut self, rec: &Record, out: &mut Vec<Emitted>) -> Result<(), EngineError> {
         self.advance(rec.ts, out)?;
         match &rec.input {
-            Input::Metric(m) => self.slos.observe(rec.ts, m),
+            Input::Metric(m) => {
+                if self.state.instances.active() {
+                    self.state.instances.observe(rec.ts, m.labels.as_ref());
+                }
+                self.slos.observe(rec.ts, m)
+            }
             Input::Alerts(alerts) => self.on_alerts(rec.ts, alerts, out),
             Input::Change(c) => self.on_change(c),
             Input::Result(r) => self.on_result(rec.ts, r, out),
@@ -225,6 +232,9 @@ impl Engine {
         out: &mut Vec<Emitted>,
     ) -> Result<(), EngineError> {
         self.advance(ts, out)?;
+        if self.state.instances.active() {
+            self.state.instances.observe(ts, m.labels);
+        }
         self.slos.observe_ref(ts, m);
         Ok(())
     }

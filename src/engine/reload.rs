@@ -110,6 +110,7 @@ impl Engine {
                 .or_default()
                 .push(i);
         }
+        self.state.instances.configure(&new);
         self.policy = new;
     }
 }

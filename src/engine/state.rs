@@ -108,12 +108,119 @@ pub struct State {
     pub kill: BTreeMap<Scope, Option<Timestamp>>,
     /// Commands emitted per (runbook, target), oldest first.
     pub actions: HashMap<(String, String), VecDeque<Timestamp>>,
+    /// Open incident ids by service, for the blast radius.
+    pub by_service: HashMap<String, BTreeSet<String>>,
+    /// Instances seen in metric samples, for the blast radius.
+    pub instances: Instances,
+}
+
+/// The distinct values of each `blast_radius.instance_label` seen per
+/// service in metric samples, with when each was last seen (event time).
+/// Empty, and never touched by a sample, when no runbook has a blast radius.
+#[derive(Debug, Default)]
+pub struct Instances {
+    /// label -> service -> instance -> last seen.
+    seen: Vec<(String, ByService)>,
+    /// Entries older than this are forgotten.
+    keep: i64,
+    next_sweep: i64,
+}
+
+/// service -> instance -> last seen.
+type ByService = HashMap<String, HashMap<String, Timestamp>>;
+
+/// How far back instances count when `stale_after` is unset.
+pub const INSTANCE_WINDOW: i64 = 5 * crate::time::MINUTE;
+
+impl Instances {
+    /// Tracks the instance labels of `policy`'s blast-radius guardrails,
+    /// keeping what was seen for labels still tracked.
+    pub fn configure(&mut self, policy: &crate::policy::Policy) {
+        let mut seen = Vec::new();
+        let mut keep = 0;
+        for rb in &policy.runbooks {
+            let Some(b) = &rb.guardrails.blast_radius else {
+                continue;
+            };
+            keep = keep.max(window(&rb.guardrails));
+            if seen.iter().any(|(l, _)| l == &b.instance_label) {
+                continue;
+            }
+            let old = self
+                .seen
+                .iter_mut()
+                .find(|(l, _)| l == &b.instance_label)
+                .map(|(_, m)| std::mem::take(m))
+                .unwrap_or_default();
+            seen.push((b.instance_label.clone(), old));
+        }
+        self.seen = seen;
+        self.keep = keep;
+    }
+
+    /// Whether any label is tracked.
+    #[inline]
+    pub fn active(&self) -> bool {
+        !self.seen.is_empty()
+    }
+
+    /// Notes the instance of a metric sample stamped `ts`.
+    pub fn observe(&mut self, ts: Timestamp, labels: crate::records::LabelsRef<'_>) {
+        let Some(service) = labels.get("service") else {
+            return;
+        };
+        for (label, services) in &mut self.seen {
+            let Some(instance) = labels.get(label) else {
+                continue;
+            };
+            let per = match services.get_mut(service) {
+                Some(m) => m,
+                None => services.entry(service.to_string()).or_default(),
+            };
+            match per.get_mut(instance) {
+                Some(t) => *t = (*t).max(ts),
+                None => {
+                    per.insert(instance.to_string(), ts);
+                }
+            }
+        }
+        if ts.0 >= self.next_sweep {
+            let keep = self.keep;
+            for (_, services) in &mut self.seen {
+                services.retain(|_, m| {
+                    m.retain(|_, t| ts.0 - t.0 <= keep);
+                    !m.is_empty()
+                });
+            }
+            self.next_sweep = ts.0 + keep.max(crate::time::MINUTE);
+        }
+    }
+
+    /// Distinct `label` values of `service` seen within `window` before `now`.
+    pub fn count(&self, label: &str, service: &str, now: Timestamp, window: i64) -> usize {
+        self.seen
+            .iter()
+            .find(|(l, _)| l == label)
+            .and_then(|(_, s)| s.get(service))
+            .map_or(0, |m| m.values().filter(|t| now.0 - t.0 <= window).count())
+    }
+}
+
+/// The window instances count over for these guardrails, in milliseconds.
+pub fn window(g: &crate::policy::Guardrails) -> i64 {
+    g.stale_after.map_or(INSTANCE_WINDOW, |d| d.0)
 }
 
 impl State {
     pub fn close(&mut self, id: &str) -> Option<Inc> {
         let inc = self.incidents.remove(id)?;
         self.by_key.remove(&inc.key);
+        if let Some(ids) = self.by_service.get_mut(&inc.service) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_service.remove(&inc.service);
+            }
+        }
         self.closed.insert(inc.key.clone(), inc.last_starts_at);
         for c in &inc.commands {
             self.commands.remove(&c.id);
@@ -121,6 +228,26 @@ impl State {
         self.timers
             .retain(|(_, _, k)| k != id && !inc.commands.iter().any(|c| &c.id == k));
         Some(inc)
+    }
+
+    /// The service's incidents other than `except` with a command not yet
+    /// confirmed: remediating, validating, rolling back or awaiting approval.
+    pub fn unconfirmed(&self, service: &str, except: &str) -> usize {
+        self.by_service.get(service).map_or(0, |ids| {
+            ids.iter()
+                .filter(|id| id.as_str() != except)
+                .filter_map(|id| self.incidents.get(id))
+                .filter(|i| {
+                    matches!(
+                        i.state,
+                        IncidentState::Remediating
+                            | IncidentState::Validating
+                            | IncidentState::RollingBack
+                            | IncidentState::AwaitingApproval
+                    )
+                })
+                .count()
+        })
     }
 
     /// The kill switch that blocks `service`/`runbook` at `now`, if any.

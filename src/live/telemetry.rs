@@ -138,7 +138,7 @@ pub const OPEN_STATES: [IncidentState; 7] = [
 ];
 
 /// Guardrail check names the engine records.
-pub const GUARDRAIL_KINDS: [&str; 7] = [
+pub const GUARDRAIL_KINDS: [&str; 8] = [
     "kill_switch",
     "change_freeze",
     "allow_list",
@@ -146,6 +146,7 @@ pub const GUARDRAIL_KINDS: [&str; 7] = [
     "stale_data",
     "cooldown",
     "rate_limit",
+    "blast_radius",
 ];
 
 const RESULT_STATUSES: [ResultStatus; 3] = [

@@ -18,7 +18,9 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use super::model::{Guardrails, Kubernetes, Policy, RateLimit, ResourcePattern, K8S_ACTIONS};
+use super::model::{
+    BlastRadius, Guardrails, Kubernetes, Policy, RateLimit, ResourcePattern, K8S_ACTIONS,
+};
 use node::Node;
 use read::{index, Ctx, Fields};
 
@@ -31,7 +33,9 @@ const GUARDRAIL_KEYS: &[&str] = &[
     "first_time",
     "stale_after",
     "approval_timeout",
+    "blast_radius",
 ];
+const BLAST_KEYS: &[&str] = &["max_share", "instance_label"];
 const RATE_KEYS: &[&str] = &["count", "per"];
 
 /// One thing wrong with a policy file. Lines and columns are 1-based; a
@@ -304,7 +308,43 @@ fn read_guardrails(cx: &mut Ctx, node: &Node, path: &str, base: Guardrails) -> G
             g.approval_timeout = d;
         }
     }
+    if let Some(n) = f.get("blast_radius") {
+        if let Some(b) = blast_radius(cx, n, &f.path("blast_radius")) {
+            g.blast_radius = Some(b);
+        }
+    }
     g
+}
+
+/// `blast_radius: {max_share: 25%, instance_label: instance}`; the label
+/// defaults to `instance`.
+fn blast_radius(cx: &mut Ctx, node: &Node, path: &str) -> Option<BlastRadius> {
+    let f = Fields::read(cx, node, path, BLAST_KEYS)?;
+    let share = f.required(cx, "max_share").and_then(|n| {
+        let p = f.path("max_share");
+        let (num, den) = read::percent(cx, n, &p)?;
+        if num <= 0 || num > 100 * den {
+            cx.report(
+                n,
+                &p,
+                "max_share is a percentage above 0% and at most 100%, e.g. 25%",
+            );
+            return None;
+        }
+        let text = read::text(cx, n, &p)?;
+        let (num, den) = read::reduce(num, den * 100);
+        Some((super::model::Ratio { num, den }, text))
+    });
+    let label = match f.get("instance_label") {
+        None => Some("instance".to_string()),
+        Some(n) => read::nonempty(cx, n, &f.path("instance_label")),
+    };
+    let (max_share, max_share_text) = share?;
+    Some(BlastRadius {
+        max_share,
+        max_share_text,
+        instance_label: label?,
+    })
 }
 
 fn rate_limit(cx: &mut Ctx, node: &Node, path: &str) -> Option<RateLimit> {

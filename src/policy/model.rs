@@ -277,6 +277,27 @@ pub struct Guardrails {
     pub first_time: Severity,
     pub stale_after: Option<Duration>,
     pub approval_timeout: Duration,
+    pub blast_radius: Option<BlastRadius>,
+}
+
+/// `blast_radius`: never more than `max_share` of a service's instances
+/// acted on at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlastRadius {
+    /// Share of the service's instances, as a fraction of 1 (25 % is 1/4).
+    pub max_share: Ratio,
+    /// `max_share` as written, e.g. `25%`.
+    pub max_share_text: String,
+    /// The metric label whose distinct values are the service's instances.
+    pub instance_label: String,
+}
+
+impl BlastRadius {
+    /// How many of `instances` may be acted on at once: at least 1.
+    pub fn limit(&self, instances: usize) -> usize {
+        let n = self.max_share.num * instances as i128 / self.max_share.den;
+        usize::try_from(n).unwrap_or(usize::MAX).max(1)
+    }
 }
 
 impl Default for Guardrails {
@@ -288,6 +309,7 @@ impl Default for Guardrails {
             first_time: Severity::Page,
             stale_after: None,
             approval_timeout: Duration::minutes(15),
+            blast_radius: None,
         }
     }
 }

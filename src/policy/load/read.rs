@@ -274,6 +274,27 @@ pub(super) fn decimal(
     }
 }
 
+/// A percentage written `25%` (a decimal followed by `%`), read exactly as
+/// the reduced `num / den` of the number before the sign.
+pub(super) fn percent(cx: &mut Ctx, node: &Node, path: &str) -> Option<(i128, i128)> {
+    let t = text(cx, node, path)?;
+    let Some(body) = t.trim().strip_suffix('%') else {
+        cx.report(
+            node,
+            path,
+            format!("expected a percentage such as 25%, found {t}"),
+        );
+        return None;
+    };
+    match exact_decimal(body.trim(), 6) {
+        Ok(r) => Some(r),
+        Err(why) => {
+            cx.report(node, path, why);
+            None
+        }
+    }
+}
+
 fn exact_decimal(t: &str, max_decimals: u32) -> Result<(i128, i128), String> {
     let body = t.strip_prefix('+').unwrap_or(t);
     if body.starts_with('-') {

@@ -645,3 +645,76 @@ fn kubernetes_actions_need_a_section() {
         .message
         .contains("k8s.delete_pod needs a `kubernetes:` section"));
 }
+
+#[test]
+fn blast_radius_global_and_per_runbook() {
+    let src = r#"runbooks:
+  - name: a
+    match: ['alertname="A"']
+    tier: 1
+    action: {kind: restart, target: '{{ labels.pod }}'}
+    validate: {within: 5m}
+  - name: b
+    match: ['alertname="B"']
+    tier: 1
+    action: {kind: restart, target: '{{ labels.pod }}'}
+    validate: {within: 5m}
+    guardrails: {blast_radius: {max_share: 12.5%, instance_label: pod}}
+guardrails:
+  blast_radius: {max_share: 25%}
+"#;
+    let p = ok(src);
+    let a = p.runbooks[0]
+        .guardrails
+        .blast_radius
+        .clone()
+        .expect("global");
+    assert_eq!(a.max_share, Ratio { num: 1, den: 4 });
+    assert_eq!(a.instance_label, "instance");
+    assert_eq!(
+        (a.limit(0), a.limit(3), a.limit(8), a.limit(10)),
+        (1, 1, 2, 2)
+    );
+    let b = p.runbooks[1]
+        .guardrails
+        .blast_radius
+        .clone()
+        .expect("override");
+    assert_eq!(b.max_share, Ratio { num: 1, den: 8 });
+    assert_eq!(b.instance_label, "pod");
+    assert_eq!(b.limit(16), 2);
+}
+
+#[test]
+fn blast_radius_problems_have_places() {
+    let src = r#"guardrails:
+  blast_radius: {max_share: 25, instance_label: ''}
+runbooks:
+  - name: a
+    match: ['alertname="A"']
+    tier: 1
+    action: {kind: restart, target: x}
+    validate: {within: 5m}
+    guardrails:
+      blast_radius: {max_share: 150%, label: pod}
+"#;
+    let ps = problems(src);
+    let at = |path: &str| {
+        ps.iter()
+            .find(|p| p.path == path)
+            .unwrap_or_else(|| panic!("no problem at {path}: {ps:#?}"))
+    };
+    let share = at("guardrails.blast_radius.max_share");
+    assert_eq!((share.line, share.col), (2, col(src, 2, "25")));
+    assert!(share.message.contains("percentage"), "{}", share.message);
+    assert_eq!(at("guardrails.blast_radius.instance_label").line, 2);
+    let over = at("runbooks[0].guardrails.blast_radius.max_share");
+    assert_eq!(over.line, 10);
+    assert!(over.message.contains("at most 100%"), "{}", over.message);
+    let unknown = at("runbooks[0].guardrails.blast_radius.label");
+    assert!(
+        unknown.message.contains("unknown key"),
+        "{}",
+        unknown.message
+    );
+}
