@@ -822,8 +822,8 @@ impl Runtime {
 
     /// Whether every input topic of partition `p` is consumed to the end
     /// the consumer knows of: the position (or the journal's) reached the
-    /// high watermark from the last fetch, or the topic-partition has
-    /// delivered nothing for 5s (since assignment, if ever).
+    /// high watermark from the last fetch, or the topic-partition has been
+    /// quiet (see [`Runtime::quiet`]).
     fn caught_up(
         &self,
         consumer: &BaseConsumer<Ctx>,
@@ -833,9 +833,13 @@ impl Runtime {
         let Some(shard) = self.shards.get(&p) else {
             return false;
         };
+        // Held records are still to be decided.
+        if (0..6u8).any(|t| self.held.get(&(t, p)).is_some_and(|q| !q.is_empty())) {
+            return false;
+        }
         (0..6).all(|t| {
             let (pos, high) = self.input_progress(consumer, positions, t, p, shard.positions[t]);
-            (high >= 0 && pos >= high) || high == 0 || self.quiet(t, p, shard)
+            (high >= 0 && pos >= high) || high == 0 || self.quiet(t, p, shard, high > pos)
         })
     }
 
@@ -861,13 +865,18 @@ impl Runtime {
     }
 
     /// Whether input topic `t` of partition `p` has delivered nothing for
-    /// 5 s (since assignment, if ever).
-    fn quiet(&self, t: usize, p: i32, shard: &Shard) -> bool {
+    /// 5 s (since assignment, if ever), or for 30 s when its high watermark
+    /// says records are still to come (`backlog`): a fetch that is merely
+    /// slow, on a loaded machine, must not let a clock tick move event time
+    /// past a backlog. The fallback remains for a high watermark that
+    /// cannot be reached (a transaction marker at the end of a topic).
+    fn quiet(&self, t: usize, p: i32, shard: &Shard, backlog: bool) -> bool {
+        let after = if backlog { 30 } else { 5 };
         self.last_seen
             .get(&(t as u8, p))
             .unwrap_or(&shard.assigned_at)
             .elapsed()
-            >= StdDuration::from_secs(5)
+            >= StdDuration::from_secs(after)
     }
 
     /// The event-time frontier of partition `p` for topic `except`: the
@@ -894,8 +903,8 @@ impl Runtime {
     /// watermark: its first held record, or else its last decided one) is
     /// held until the frontier comes near; held records are then decided
     /// in timestamp order. A topic-partition that has delivered nothing
-    /// for 5 s counts as caught up, so a silent one holds nothing back for
-    /// long. At most `HOLD_LIMIT` records are held: past that, the
+    /// for 5 s (30 s while its high watermark says more is to come) counts
+    /// as caught up, so a silent one holds nothing back for long. At most `HOLD_LIMIT` records are held: past that, the
     /// earliest goes on. Topic-partitions are not paused: a paused and
     /// resumed partition is not fetched again by some brokers.
     fn pace(&mut self, consumer: &BaseConsumer<Ctx>) {
@@ -915,7 +924,7 @@ impl Runtime {
                     self.input_progress(consumer, &positions, t, p, shard.positions[t]);
                 // An unknown high watermark (no fetch answered yet) counts
                 // as behind, with nothing processed.
-                ((high < 0 || high > pos.max(0)) && !self.quiet(t, p, shard))
+                ((high < 0 || high > pos.max(0)) && !self.quiet(t, p, shard, high > pos.max(0)))
                     .then(|| self.last_ts.get(&key).copied().unwrap_or(i64::MIN))
             });
             behind.insert(p, b);
