@@ -31,3 +31,4 @@ pub mod records;
 pub mod replay;
 pub mod slo;
 pub mod time;
+mod yaml;

@@ -36,6 +36,7 @@ use yaml_rust2::{Yaml, YamlLoader};
 
 use super::http;
 use super::template::{Template, TemplateSyntaxError, UrlTemplate, UrlTemplateError};
+use crate::yaml::{kind, place, present, Map};
 
 /// Action kinds with a built-in runner.
 pub const BUILTIN_KINDS: &[&str] = &["exec", "http", "probe"];
@@ -252,46 +253,16 @@ fn builtin_error(file: &str, path: &str, kind: &str) -> HandlerError {
     }
 }
 
-fn present(y: Option<&Yaml>) -> Option<&Yaml> {
-    y.filter(|v| !matches!(v, Yaml::Null))
-}
-
-fn kind(y: &Yaml) -> &'static str {
-    match y {
-        Yaml::Real(_) | Yaml::Integer(_) => "a number",
-        Yaml::String(_) => "a string",
-        Yaml::Boolean(_) => "a boolean",
-        Yaml::Array(_) => "a list",
-        Yaml::Hash(_) => "a map",
-        Yaml::Alias(_) => "an alias",
-        Yaml::Null => "null",
-        Yaml::BadValue => "an invalid value",
-    }
-}
-
 /// Readers that name the file and the key path in their errors.
 struct Cx<'f> {
     file: &'f str,
-}
-
-/// A YAML map's entries by string key.
-struct Map<'y>(Vec<(String, &'y Yaml)>);
-
-impl<'y> Map<'y> {
-    fn get(&self, key: &str) -> Option<&'y Yaml> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
-    }
 }
 
 impl Cx<'_> {
     fn err(&self, path: &str, message: impl Into<String>) -> HandlerError {
         HandlerError::Invalid {
             file: self.file.to_string(),
-            path: if path.is_empty() {
-                "(top level)".to_string()
-            } else {
-                path.to_string()
-            },
+            path: place(path),
             message: message.into(),
         }
     }

@@ -10,6 +10,7 @@ use reqwest::Url;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::records::Severity;
+use crate::yaml::{kind, place, present, Map};
 
 /// PagerDuty Events API v2 endpoint.
 pub const PAGERDUTY_URL: &str = "https://events.pagerduty.com/v2/enqueue";
@@ -283,23 +284,6 @@ pub enum ConfigError {
     },
 }
 
-fn present(y: Option<&Yaml>) -> Option<&Yaml> {
-    y.filter(|v| !matches!(v, Yaml::Null))
-}
-
-fn kind(y: &Yaml) -> &'static str {
-    match y {
-        Yaml::Real(_) | Yaml::Integer(_) => "a number",
-        Yaml::String(_) => "a string",
-        Yaml::Boolean(_) => "a boolean",
-        Yaml::Array(_) => "a list",
-        Yaml::Hash(_) => "a map",
-        Yaml::Alias(_) => "an alias",
-        Yaml::Null => "null",
-        Yaml::BadValue => "an invalid value",
-    }
-}
-
 fn parse_url(s: &str) -> Result<Url, String> {
     let u = Url::parse(s.trim()).map_err(|e| format!("not a URL ({e})"))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
@@ -311,14 +295,6 @@ fn parse_url(s: &str) -> Result<Url, String> {
 struct Cx<'a> {
     file: &'a str,
     env: &'a dyn Fn(&str) -> Option<String>,
-}
-
-struct Map<'y>(Vec<(String, &'y Yaml)>);
-
-impl<'y> Map<'y> {
-    fn get(&self, key: &str) -> Option<&'y Yaml> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
-    }
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -333,11 +309,7 @@ impl Cx<'_> {
     fn err(&self, path: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.file.to_string(),
-            path: if path.is_empty() {
-                "(top level)".to_string()
-            } else {
-                path.to_string()
-            },
+            path: place(path),
             message: message.into(),
         }
     }
@@ -464,7 +436,10 @@ impl Cx<'_> {
         if let Some(s) = present(m.get("severities")) {
             let p = join(path, "severities");
             let Yaml::Array(items) = s else {
-                return Err(self.err(&p, format!("expected a list, found {}", kind_of(s))));
+                return Err(self.err(
+                    &p,
+                    format!("expected a list, found {}", crate::yaml::kind(s)),
+                ));
             };
             sink.severities.clear();
             for (i, item) in items.iter().enumerate() {
@@ -493,7 +468,10 @@ impl Cx<'_> {
         if let Some(t) = present(m.get("tags")) {
             let p = join(path, "tags");
             let Yaml::Array(items) = t else {
-                return Err(self.err(&p, format!("expected a list, found {}", kind_of(t))));
+                return Err(self.err(
+                    &p,
+                    format!("expected a list, found {}", crate::yaml::kind(t)),
+                ));
             };
             for (i, item) in items.iter().enumerate() {
                 sink.tags.push(self.string(item, &format!("{p}[{i}]"))?);
@@ -501,10 +479,6 @@ impl Cx<'_> {
         }
         Ok(sink)
     }
-}
-
-fn kind_of(y: &Yaml) -> &'static str {
-    kind(y)
 }
 
 #[cfg(test)]
