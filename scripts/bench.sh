@@ -17,4 +17,7 @@ env_line=$(scripts/broker.sh start --dir "$dir" --partitions 2)
 eval "$env_line"
 trap 'scripts/broker.sh stop --dir "$dir" >/dev/null 2>&1 || true' EXIT
 cargo build --release --quiet
-./target/release/selfheal bench --brokers "$SELFHEAL_BROKERS" "$@"
+tansu_bin=${TANSU:-$(command -v tansu || echo "${CARGO_HOME:-$HOME/.cargo}/bin/tansu")}
+version=$("$tansu_bin" --version 2>/dev/null | head -1 || true)
+./target/release/selfheal bench --brokers "$SELFHEAL_BROKERS" \
+    --broker-name "${version:-tansu}, memory storage, same machine" "$@"

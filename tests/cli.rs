@@ -476,3 +476,84 @@ fn the_shared_kafka_section_leaves_replay_reading_its_file() {
         .lines()
         .any(|l| l == format!("-X security.protocol = SASL_SSL  (file {src})")));
 }
+
+/// `selfheal broker` runs the embedded broker in its own process; the
+/// bench's soak against it reports memory and lag every 30 s and that the
+/// engine consumed every record.
+#[test]
+fn the_broker_command_serves_topics_and_the_bench_soaks_against_it() {
+    use std::io::{BufRead, BufReader};
+    let mut broker = clean_bin()
+        .args(["broker", "--partitions", "16", "--topic-prefix", "soak."])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut line = String::new();
+    BufReader::new(broker.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("reads the address");
+    let brokers = line
+        .trim()
+        .strip_prefix("SELFHEAL_BROKERS=")
+        .unwrap_or_else(|| panic!("first line: {line:?}"))
+        .to_string();
+    let stop = |mut b: std::process::Child| {
+        // SIGTERM: the broker stops cleanly.
+        Command::new("kill")
+            .arg(b.id().to_string())
+            .status()
+            .expect("kill");
+        b.wait().expect("waits")
+    };
+
+    // Its topics exist: `topics create` keeps them without the admin API
+    // the embedded broker lacks.
+    let t = clean_bin()
+        .args(["topics", "create", "--brokers", &brokers])
+        .args(["--topic-prefix", "soak.", "--partitions", "16"])
+        .output()
+        .unwrap();
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+
+    let o = clean_bin()
+        .args(["bench", "--brokers", &brokers, "--topic-prefix", "soak."])
+        .args(["--partitions", "16", "--broker-name", "own process"])
+        .args(["--services", "50", "--slos", "100", "--runbooks", "5"])
+        .args(["--samples", "20000", "--alert-every", "2000"])
+        .args(["--loads", "0.5", "--load-seconds", "2"])
+        .args([
+            "--alerts-per-second",
+            "10",
+            "--soak",
+            "31s",
+            "--soak-load",
+            "0.1",
+        ])
+        .output()
+        .unwrap();
+    let status = stop(broker);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(
+        status.success(),
+        "the broker exits 0 on SIGTERM: {status:?}"
+    );
+    assert!(
+        stderr.contains("soak: 30 s,"),
+        "progress every 30 s:\n{stderr}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["broker"]["kind"], "own process");
+    assert_eq!(r["engine"]["records"], 20_010);
+    let s = &r["soak"];
+    assert_eq!(s["load"], 0.1);
+    assert!(s["records"].as_u64().unwrap() > 0);
+    assert_eq!(s["commands"], s["alerts"], "every soak incident decided");
+    assert!(s["alerts"].as_u64().unwrap() >= 300);
+    assert_eq!(s["lag_after_drain"], 0, "every record consumed");
+    assert_eq!(s["dead_lettered"], 0);
+    assert_eq!(s["rss_mib"].as_array().unwrap().len(), 1);
+    assert_eq!(s["lag"].as_array().unwrap().len(), 1);
+    assert!(s["rss_mib"][0].as_f64().unwrap() > 1.0);
+}

@@ -76,6 +76,10 @@ pub struct Args {
     /// They are left on the broker.
     #[arg(long)]
     pub topic_prefix: Option<String>,
+    /// What the broker is, for the report (e.g. "tansu 0.6, memory
+    /// storage"); default: its address.
+    #[arg(long)]
+    pub broker_name: Option<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<i32> {
@@ -106,7 +110,13 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         )
     });
     let (_cluster, brokers, kind) = match &a.brokers {
-        Some(b) => (None, b.clone(), format!("given ({b})")),
+        Some(b) => (
+            None,
+            b.clone(),
+            a.broker_name
+                .clone()
+                .unwrap_or_else(|| format!("given ({b})")),
+        ),
         None => {
             let c =
                 rdkafka::mocking::MockCluster::new(1).context("starting the embedded broker")?;

@@ -1,6 +1,7 @@
 //! The command line: parsing and the subcommands' edges.
 
 pub mod bench;
+pub mod broker;
 pub mod check;
 pub mod config;
 pub mod demo;
@@ -75,6 +76,10 @@ pub enum Command {
     /// Create selfheal's topics on a broker.
     #[command(subcommand)]
     Topics(live::TopicsCmd),
+    /// An embedded broker (librdkafka's mock cluster) on loopback with
+    /// selfheal's topics, in its own process: for trying the live commands
+    /// without Kafka. In memory, bounded per partition; not for production.
+    Broker(broker::Args),
     /// One service instance of the demo fleet (started by `selfheal demo`).
     #[command(name = "demo-service", hide = true)]
     DemoService(selfheal::demo::ServiceOpts),
@@ -101,5 +106,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Topics(a) => live::topics(a),
         Command::Journal(a) => live::journal(a),
         Command::Bench(a) => bench::run(a),
+        Command::Broker(a) => broker::run(a),
     }
 }

@@ -127,6 +127,8 @@ pub struct Settings {
     pub fetch_wait_max_ms: u32,
     /// `linger.ms` of the producer that sends alerts in the latency phase.
     pub alert_producer_linger_ms: u32,
+    /// The load generator's metric producer in the latency and soak phases.
+    pub metrics_producer_linger_ms: u32,
     /// `linger.ms` of the engine's producer; a batch with a command is
     /// flushed or committed at once, so it does not add to the latency.
     pub engine_producer_linger_ms: u32,
@@ -196,6 +198,13 @@ pub struct Soak {
     pub commands: u64,
     pub p99_ms: f64,
     pub max_lag: u64,
+    /// Records produced and not yet consumed by the engine, every 30 s.
+    pub lag: Vec<u64>,
+    /// The same once the load stopped and the engine had up to 60 s to
+    /// catch up: 0 means it consumed every record.
+    pub lag_after_drain: u64,
+    /// Records the engine sent to the dead-letter topic during the soak.
+    pub dead_lettered: u64,
     /// Resident memory every 30 s, MiB.
     pub rss_mib: Vec<f64>,
     /// Least-squares slope of the second half of `rss_mib`, MiB per minute.
@@ -206,6 +215,10 @@ pub struct Soak {
 pub const SLO_STATE_BOUND: usize = 32 * 1024;
 
 const ALERT: &str = "BenchInstanceDown";
+
+/// `linger.ms` of the load generator's metric producer in the latency and
+/// soak phases (stated in the report).
+const METRICS_LINGER_MS: u32 = 20;
 
 /// The bench policy: `slos` SLOs over `services` services (SLO `i` on
 /// service `i % services`), SRE Workbook tiers, one tier-1 runbook for the
@@ -240,6 +253,15 @@ struct Gen {
     next: usize,
     alerts: u64,
     format: Format,
+    /// Record key of each service.
+    keys: Vec<String>,
+    /// Avro: per series, the single-object header and the encoded fields
+    /// after `timestamp` and `value` (name, labels), which never change;
+    /// only the two leading strings are written per sample, so the load
+    /// generator's cost stays small beside the engine's.
+    avro_parts: Vec<Option<(Vec<u8>, Vec<u8>)>>,
+    /// The last timestamp's RFC 3339 text.
+    ts_text: (i64, String),
 }
 
 impl Gen {
@@ -250,7 +272,15 @@ impl Gen {
             next: 0,
             alerts: 0,
             format,
+            keys: (0..services).map(|s| format!("svc{s}")).collect(),
+            avro_parts: vec![None; services * 2],
+            ts_text: (i64::MIN, String::new()),
         }
+    }
+
+    /// The record key of service `svc`.
+    fn key(&self, svc: usize) -> &str {
+        &self.keys[svc]
     }
 
     fn series(&self) -> usize {
@@ -265,11 +295,37 @@ impl Gen {
         let svc = k / 2;
         let n = self.counts[k];
         self.counts[k] = n + 1;
-        let (code, per) = if k % 2 == 0 {
-            ("200", 1000)
+        let per = if k % 2 == 0 {
+            1000
         } else {
-            ("500", i64::from(svc % 3 == 0))
+            i64::from(svc % 3 == 0)
         };
+        if self.format == Format::Avro {
+            if let Some((head, tail)) = &self.avro_parts[k] {
+                if self.ts_text.0 != ts {
+                    self.ts_text = (ts, Timestamp(ts).to_string());
+                }
+                let value = Fixed::from_units(n * per).to_string();
+                let ts_text = &self.ts_text.1;
+                let mut out = Vec::with_capacity(head.len() + tail.len() + ts_text.len() + 32);
+                out.extend_from_slice(head);
+                avro_string(&mut out, ts_text);
+                avro_string(&mut out, &value);
+                out.extend_from_slice(tail);
+                return (svc, out);
+            }
+        }
+        let value = self.metric_slow(k, n * per, ts);
+        if self.format == Format::Avro {
+            self.avro_parts[k] = avro_split(&value);
+        }
+        (svc, value)
+    }
+
+    /// Series `k`'s sample through the general encoder.
+    fn metric_slow(&self, k: usize, units: i64, ts: i64) -> Vec<u8> {
+        let svc = k / 2;
+        let code = if k % 2 == 0 { "200" } else { "500" };
         let input = Input::Metric(MetricSample {
             name: "http_requests_total".into(),
             labels: Labels::from_pairs([
@@ -286,10 +342,10 @@ impl Gen {
                 ),
                 ("job", "api".to_string()),
             ]),
-            value: Fixed::from_units(n * per),
+            value: Fixed::from_units(units),
             timestamp: Some(Timestamp(ts)),
         });
-        (svc, self.encode(&input))
+        self.encode(&input)
     }
 
     /// The next alert (firing), for a service chosen in turn; its `pod`
@@ -305,6 +361,50 @@ impl Gen {
     fn encode(&self, input: &Input) -> Vec<u8> {
         wire::encode_input(input, self.format).unwrap_or_default()
     }
+}
+
+/// Appends an Avro string: zigzag varint length, then the bytes.
+fn avro_string(out: &mut Vec<u8>, s: &str) {
+    // Zigzag of a non-negative length is the length doubled.
+    let mut n = (s.len() as u64) << 1;
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads an Avro string's length at `at`; returns (start of its bytes,
+/// end).
+fn avro_string_at(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
+    let (mut n, mut shift, mut i) = (0u64, 0u32, at);
+    loop {
+        let b = *bytes.get(i)?;
+        n |= u64::from(b & 0x7f) << shift;
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+    let len = usize::try_from((n >> 1) ^ (n & 1).wrapping_neg()).ok()?;
+    Some((i, i.checked_add(len)?))
+}
+
+/// A single-object-encoded MetricSample split into its 10-byte header
+/// and what follows its first two fields (`timestamp`, `value`).
+fn avro_split(encoded: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    const HEADER: usize = 10;
+    let (_, ts_end) = avro_string_at(encoded, HEADER)?;
+    let (_, value_end) = avro_string_at(encoded, ts_end)?;
+    Some((
+        encoded.get(..HEADER)?.to_vec(),
+        encoded.get(value_end..)?.to_vec(),
+    ))
 }
 
 fn bench_alert(n: u64, svc: usize, ts: i64, status: AlertStatus) -> Alert {
@@ -352,17 +452,13 @@ fn send(producer: &BaseProducer, mut rec: BaseRecord<'_, str, [u8]>) -> Result<(
 fn send_for(
     producer: &BaseProducer,
     topic: &str,
-    svc: usize,
+    key: &str,
     value: &[u8],
     ts: i64,
 ) -> Result<(), LiveError> {
-    let key = format!("svc{svc}");
     send(
         producer,
-        BaseRecord::to(topic)
-            .key(key.as_str())
-            .payload(value)
-            .timestamp(ts),
+        BaseRecord::to(topic).key(key).payload(value).timestamp(ts),
     )
 }
 
@@ -504,6 +600,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
         },
         fetch_wait_max_ms: cfg.fetch_wait_ms,
         alert_producer_linger_ms: 0,
+        metrics_producer_linger_ms: METRICS_LINGER_MS,
         engine_producer_linger_ms: engine::PRODUCER_LINGER_MS,
         engine_commit_interval_ms: ecfg.commit_interval.as_millis() as u64,
         engine_max_batch: ecfg.max_batch,
@@ -550,6 +647,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
                 rate,
                 StdDuration::from_secs(cfg.load_seconds),
                 None,
+                progress,
             )?;
             let l = run.latency(load);
             progress(&format!(
@@ -583,10 +681,12 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
                     rate,
                     length,
                     Some(&mut samples),
+                    progress,
                 )?;
                 let l = run.latency(load);
                 let rss: Vec<f64> = samples.iter().map(|s| round(s.0, 1)).collect();
-                let max_lag = samples.iter().map(|s| s.1).max().unwrap_or(0);
+                let lag: Vec<u64> = samples.iter().map(|s| s.1).collect();
+                let max_lag = lag.iter().copied().max().unwrap_or(0);
                 Some(Soak {
                     load,
                     seconds: round(run.seconds, 1),
@@ -595,6 +695,9 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
                     commands: l.commands,
                     p99_ms: l.p99_ms,
                     max_lag,
+                    lag,
+                    lag_after_drain: run.lag_after_drain,
+                    dead_lettered: run.dead_lettered,
                     rss_slope_mib_per_min_second_half: round(slope(&rss[rss.len() / 2..], 0.5), 3),
                     rss_mib: rss,
                 })
@@ -692,12 +795,12 @@ fn fill(
         let ts = start_ts + (j as i64) * 60_000 / series;
         let (svc, value) = gen.metric(ts);
         bytes += value.len() as u64;
-        send_for(&producer, &topics.metrics, svc, &value, ts)?;
+        send_for(&producer, &topics.metrics, gen.key(svc), &value, ts)?;
         records += 1;
         if cfg.alert_every > 0 && (j + 1) % cfg.alert_every == 0 {
             let (_, svc, value) = gen.alert(ts);
             bytes += value.len() as u64;
-            send_for(&producer, &topics.alerts, svc, &value, ts)?;
+            send_for(&producer, &topics.alerts, gen.key(svc), &value, ts)?;
             records += 1;
         }
         if j % 4096 == 0 {
@@ -844,6 +947,8 @@ struct Driven {
     alerts: u64,
     latencies_ms: Vec<f64>,
     lag_at_end: u64,
+    lag_after_drain: u64,
+    dead_lettered: u64,
 }
 
 impl Driven {
@@ -880,8 +985,11 @@ fn drive(
     rate: f64,
     length: StdDuration,
     mut samples: Option<&mut Vec<(f64, u64)>>,
+    progress: &mut dyn FnMut(&str),
 ) -> Result<Driven, LiveError> {
-    let metrics_producer = producer(&cfg.kafka, 5)?;
+    // Samples batch for 20 ms (fewer, larger requests: the broker shares
+    // the machine); alerts go at once.
+    let metrics_producer = producer(&cfg.kafka, METRICS_LINGER_MS)?;
     let alert_producer = producer(&cfg.kafka, 0)?;
     let sent: Arc<Mutex<SentAlerts>> = Arc::default();
     let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -952,7 +1060,7 @@ fn drive(
                         Input::Alerts(vec![bench_alert(n, svc, starts, AlertStatus::Resolved)]);
                     for (topic, input) in [(&topics.results, result), (&topics.alerts, resolved)] {
                         let value = wire::encode_input(&input, format).unwrap_or_default();
-                        send_for(&producer, topic, svc, &value, now)?;
+                        send_for(&producer, topic, &format!("svc{svc}"), &value, now)?;
                     }
                     answered.fetch_add(2, Ordering::Relaxed);
                     producer.poll(StdDuration::ZERO);
@@ -965,6 +1073,7 @@ fn drive(
     };
 
     let consumed_before = EngineCounters::get(&counters.consumed);
+    let dead_before = EngineCounters::get(&counters.dead_lettered);
     let answered_before = 0u64;
     let started = Instant::now();
     let (mut records, mut alerts) = (0u64, 0u64);
@@ -983,7 +1092,7 @@ fn drive(
             while records < due && burst < 2000 {
                 let ts = wall_ms();
                 let (svc, value) = gen.metric(ts);
-                send_for(&metrics_producer, &topics.metrics, svc, &value, ts)?;
+                send_for(&metrics_producer, &topics.metrics, gen.key(svc), &value, ts)?;
                 records += 1;
                 burst += 1;
             }
@@ -994,7 +1103,7 @@ fn drive(
                 if let Ok(mut s) = sent.lock() {
                     s.insert(n, (Instant::now(), svc, ts));
                 }
-                send_for(&alert_producer, &topics.alerts, svc, &value, ts)?;
+                send_for(&alert_producer, &topics.alerts, gen.key(svc), &value, ts)?;
                 alerts += 1;
             }
             metrics_producer.poll(StdDuration::ZERO);
@@ -1003,7 +1112,14 @@ fn drive(
                 if Instant::now() >= next_sample {
                     let produced = records + alerts + answered.load(Ordering::Relaxed);
                     let consumed = EngineCounters::get(&counters.consumed) - consumed_before;
-                    s.push((rss_mib(), produced.saturating_sub(consumed)));
+                    let (rss, lag) = (rss_mib(), produced.saturating_sub(consumed));
+                    s.push((rss, lag));
+                    progress(&format!(
+                        "soak: {:.0} s, {records} samples and {alerts} alerts sent, \
+                         {} commands, lag {lag} records, resident {rss:.1} MiB",
+                        started.elapsed().as_secs_f64(),
+                        latencies.lock().map(|l| l.len()).unwrap_or(0),
+                    ));
                     next_sample += StdDuration::from_secs(30);
                 }
             }
@@ -1036,6 +1152,16 @@ fn drive(
     result?;
     flushed?;
     responded?;
+    // Every record sent, the responder's included, should reach the engine.
+    let produced = records + alerts + answered.load(Ordering::Relaxed) - answered_before;
+    let lag_now =
+        || produced.saturating_sub(EngineCounters::get(&counters.consumed) - consumed_before);
+    let drain_until = Instant::now() + StdDuration::from_secs(60);
+    while lag_now() > 0 && Instant::now() < drain_until && !handle.is_finished() {
+        std::thread::sleep(StdDuration::from_millis(50));
+    }
+    let lag_after_drain = lag_now();
+    let dead_lettered = EngineCounters::get(&counters.dead_lettered) - dead_before;
     let latencies_ms = latencies.lock().map(|l| l.clone()).unwrap_or_default();
     Ok(Driven {
         records: records + alerts,
@@ -1044,6 +1170,8 @@ fn drive(
         alerts,
         latencies_ms,
         lag_at_end,
+        lag_after_drain,
+        dead_lettered,
     })
 }
 
@@ -1078,5 +1206,41 @@ fn slo_memory(policy: &Arc<Policy>, gen: &mut Gen) -> Memory {
         slo_state_bytes_per_slo: slos.heap_bytes() / n,
         slo_state_bound_bytes: SLO_STATE_BOUND,
         rss_mib_end: 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The generator's pre-encoded samples are byte for byte what the
+    /// general encoder writes, and decode to the same sample.
+    #[test]
+    fn pre_encoded_samples_equal_the_encoder_output() {
+        let mut gen = Gen::new(300, Format::Avro);
+        let t0 = 1_790_000_000_123;
+        for i in 0..5_000i64 {
+            let k = gen.next;
+            let n = gen.counts[k];
+            let ts = t0 + i * 7;
+            let (svc, fast) = gen.metric(ts);
+            let per = if k % 2 == 0 {
+                1000
+            } else {
+                i64::from(svc % 3 == 0)
+            };
+            assert_eq!(fast, gen.metric_slow(k, n * per, ts), "sample {i}");
+        }
+        // Past the first round every sample took the pre-encoded path.
+        assert!(gen.avro_parts.iter().all(Option::is_some));
+        let (svc, v) = gen.metric(t0);
+        let decoded =
+            crate::records::avro::decode_value(crate::records::InputKind::Metric, v.as_slice())
+                .expect("decodes");
+        let Input::Metric(m) = decoded else {
+            panic!("not a metric: {decoded:?}")
+        };
+        assert_eq!(m.timestamp, Some(Timestamp(t0)));
+        assert_eq!(m.labels.get("service"), Some(format!("svc{svc}").as_str()));
     }
 }

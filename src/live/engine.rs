@@ -19,8 +19,12 @@
 //! `exactly_once` in one Kafka transaction, with `at_least_once` by
 //! flushing then committing offsets (a crash in between re-emits the batch;
 //! command ids derive from the inputs, and executors run each id once).
-//! A batch commits when the consumer has caught up, when it holds
-//! `max_batch` records, or after `commit_interval`.
+//! A batch commits when it holds `max_batch` records, after
+//! `commit_interval`, or at once when it holds a command, an escalation
+//! or an approval request under `exactly_once` (under `at_least_once`
+//! those are sent as they are decided). Committing whenever the consumer
+//! had nothing more would, under a steady live load, commit every few
+//! milliseconds and spend the engine's time waiting on the broker.
 //!
 //! On assignment a partition's core is rebuilt from its journal, and input
 //! records at offsets the journal already holds are skipped; on revocation
@@ -241,7 +245,7 @@ impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let Ok(mut rt) = self.rt.lock() else { return };
-            if let Err(e) = rt.commit(consumer) {
+            if let Err(e) = rt.commit_final(consumer) {
                 set_failed(&self.failed, e);
             }
             let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -1093,10 +1097,9 @@ impl Runtime {
         }
     }
 
-    fn due(&self, idle: bool) -> bool {
+    fn due(&self) -> bool {
         self.pending > 0
-            && (idle
-                || self.urgent
+            && (self.urgent
                 || self.pending >= self.cfg.max_batch
                 || self
                     .batch_started
@@ -1126,7 +1129,23 @@ impl Runtime {
     }
 
     /// Commits the pending batch of every partition.
+    /// Commits the pending batch; the consumer offsets of an
+    /// `at_least_once` batch asynchronously (see [`Runtime::commit_with`]).
     fn commit(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), LiveError> {
+        self.commit_with(consumer, rdkafka::consumer::CommitMode::Async)
+    }
+
+    /// Commits the pending batch before the consumer lets partitions go
+    /// (revocation, stop): offsets synchronously.
+    fn commit_final(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), LiveError> {
+        self.commit_with(consumer, rdkafka::consumer::CommitMode::Sync)
+    }
+
+    fn commit_with(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        mode: rdkafka::consumer::CommitMode,
+    ) -> Result<(), LiveError> {
         if self.pending == 0 {
             return Ok(());
         }
@@ -1198,9 +1217,12 @@ impl Runtime {
             self.check_deliveries()?;
         } else {
             self.flush("the journal")?;
+            // Asynchronous while running: the journal, delivered above, is
+            // what a restart resumes from; a lost offset commit only means
+            // records fetched again and skipped as already journaled.
             if offsets.count() > 0 {
                 consumer
-                    .commit(&offsets, rdkafka::consumer::CommitMode::Sync)
+                    .commit(&offsets, mode)
                     .map_err(LiveError::kafka("committing offsets"))?;
             }
         }
@@ -1472,8 +1494,8 @@ fn run_once(
             let mut rt = rt
                 .lock()
                 .map_err(|_| LiveError::Other("engine state lock poisoned".into()))?;
-            let idle = match polled {
-                None => true,
+            match polled {
+                None => {}
                 Some(Ok(m)) => {
                     health.mark_up();
                     if !rt.behind.contains_key(&m.partition()) {
@@ -1482,13 +1504,11 @@ fn run_once(
                         rt.pace(&consumer);
                     }
                     rt.on_message(&m);
-                    false
                 }
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "consumer error");
-                    true
                 }
-            };
+            }
             if last_pace.elapsed() >= StdDuration::from_millis(20) {
                 rt.pace(&consumer);
                 last_pace = Instant::now();
@@ -1502,7 +1522,7 @@ fn run_once(
                 gauges.update(rt.shards.values().map(|s| &s.core));
                 last_gauges = Instant::now();
             }
-            if rt.due(idle) {
+            if rt.due() {
                 rt.commit(&consumer)?;
             }
             rt.check_policy(&consumer)?;
@@ -1511,7 +1531,7 @@ fn run_once(
         let mut rt = rt
             .lock()
             .map_err(|_| LiveError::Other("engine state lock poisoned".into()))?;
-        rt.commit(&consumer)?;
+        rt.commit_final(&consumer)?;
         Ok(())
     })();
     if result.is_ok() {

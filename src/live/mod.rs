@@ -385,7 +385,29 @@ pub async fn create_topics(args: &KafkaArgs, partitions: i32) -> Result<(), Live
         .create()
         .map_err(LiveError::kafka("creating the admin client"))?;
     let topics = args.topics();
-    let names = topics.all();
+    // Ask only for the missing ones: a broker without the CreateTopics API
+    // (librdkafka's mock cluster, see `selfheal broker`) is then fine once
+    // its topics exist.
+    let existing: std::collections::HashSet<String> = {
+        // A short blocking call; this runs once, before any work.
+        let md = admin
+            .inner()
+            .fetch_metadata(None, StdDuration::from_secs(10))
+            .map_err(LiveError::kafka("reading the broker's topics"))?;
+        md.topics()
+            .iter()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.name().to_string())
+            .collect()
+    };
+    let names: Vec<&str> = topics
+        .all()
+        .into_iter()
+        .filter(|n| !existing.contains(*n))
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
     let new: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
