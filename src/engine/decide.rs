@@ -316,7 +316,7 @@ impl Engine {
             .state
             .closed
             .get(&key)
-            .is_some_and(|t| sig.starts_at <= *t)
+            .is_some_and(|(t, _)| sig.starts_at <= *t)
         {
             let mut d = Decision::new(ts, &sig.service, "alert_ignored", sig.input);
             d.reason(format!(

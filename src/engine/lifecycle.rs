@@ -59,7 +59,7 @@ impl Engine {
                 let rb = inc.runbook.map(|r| &self.policy.runbooks[r]);
                 d.runbook = rb.map(|r| r.name.clone());
                 d.emit(incident_record(inc, IncidentState::Resolved, why, rb));
-                self.state.close(&id);
+                self.state.close(&id, ts);
                 self.commit(d, out);
             }
         }
@@ -107,7 +107,7 @@ impl Engine {
         };
         d.reason(why.clone());
         d.emit(incident_record(inc, IncidentState::Resolved, &why, rb));
-        self.state.close(id);
+        self.state.close(id, ts);
         self.commit(d, out);
     }
 

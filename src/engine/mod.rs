@@ -61,6 +61,8 @@ pub struct Engine {
     chains: Chains,
     now: Option<Timestamp>,
     next_boundary: i64,
+    /// Event time of the next [`State::sweep`].
+    next_sweep: i64,
     /// SLO indices by service, for impact ordering.
     slos_by_service: std::collections::HashMap<String, Vec<usize>>,
     /// Audit chain for decisions that belong to no service.
@@ -142,6 +144,7 @@ impl Engine {
             chains: Chains::default(),
             now: None,
             next_boundary: 0,
+            next_sweep: i64::MIN,
             slos_by_service,
             global_chain: "global".to_string(),
         }
@@ -271,6 +274,10 @@ impl Engine {
             }
         }
         self.now = Some(ts);
+        if ts.0 >= self.next_sweep {
+            self.state.sweep(ts, &self.policy);
+            self.next_sweep = ts.0 + state::SWEEP_EVERY;
+        }
         Ok(())
     }
 

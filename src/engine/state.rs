@@ -94,9 +94,10 @@ pub struct State {
     pub incidents: BTreeMap<String, Inc>,
     /// Open incident id by (service, fingerprint).
     pub by_key: HashMap<(String, String), String>,
-    /// Closed incidents' start time by (service, fingerprint): an alert
-    /// re-sent with the same or an older start does not reopen them.
-    pub closed: HashMap<(String, String), Timestamp>,
+    /// Closed incidents' start time and close time by (service,
+    /// fingerprint): an alert re-sent with the same or an older start does
+    /// not reopen them. Forgotten [`CLOSED_KEEP`] after the close.
+    pub closed: HashMap<(String, String), (Timestamp, Timestamp)>,
     /// Incident id by command id, for results and approvals.
     pub commands: HashMap<String, String>,
     pub timers: BTreeSet<Timer>,
@@ -106,7 +107,9 @@ pub struct State {
     pub changes: BTreeMap<String, BTreeMap<String, String>>,
     /// Kill switches on: scope -> until.
     pub kill: BTreeMap<Scope, Option<Timestamp>>,
-    /// Commands emitted per (runbook, target), oldest first.
+    /// Commands emitted per (runbook, target), oldest first; a target
+    /// whose last command is older than every window that could count it
+    /// is forgotten at the next [`State::sweep`].
     pub actions: HashMap<(String, String), VecDeque<Timestamp>>,
     /// Open incident ids by service, for the blast radius.
     pub by_service: HashMap<String, BTreeSet<String>>,
@@ -128,6 +131,15 @@ pub struct Instances {
 
 /// service -> instance -> last seen.
 type ByService = HashMap<String, HashMap<String, Timestamp>>;
+
+/// How long a closed incident's alert key is remembered (event time), so
+/// that a late re-send of its alert (an Alertmanager retry, an HA pair)
+/// does not reopen it. A key with one incident per distinct label set
+/// (a pod name) would otherwise stay for the life of the process.
+pub const CLOSED_KEEP: i64 = crate::time::DAY;
+
+/// Event time between two [`State::sweep`]s.
+pub const SWEEP_EVERY: i64 = 10 * crate::time::MINUTE;
 
 /// How far back instances count when `stale_after` is unset.
 pub const INSTANCE_WINDOW: i64 = 5 * crate::time::MINUTE;
@@ -212,7 +224,7 @@ pub fn window(g: &crate::policy::Guardrails) -> i64 {
 }
 
 impl State {
-    pub fn close(&mut self, id: &str) -> Option<Inc> {
+    pub fn close(&mut self, id: &str, now: Timestamp) -> Option<Inc> {
         let inc = self.incidents.remove(id)?;
         self.by_key.remove(&inc.key);
         if let Some(ids) = self.by_service.get_mut(&inc.service) {
@@ -221,13 +233,40 @@ impl State {
                 self.by_service.remove(&inc.service);
             }
         }
-        self.closed.insert(inc.key.clone(), inc.last_starts_at);
+        self.closed
+            .insert(inc.key.clone(), (inc.last_starts_at, now));
         for c in &inc.commands {
             self.commands.remove(&c.id);
         }
         self.timers
             .retain(|(_, _, k)| k != id && !inc.commands.iter().any(|c| &c.id == k));
         Some(inc)
+    }
+
+    /// Forgets what can no longer change a decision: closed incidents'
+    /// keys [`CLOSED_KEEP`] after their close, and the command history of
+    /// a (runbook, target) whose last command is older than the runbook's
+    /// cooldown and rate-limit windows. Runs on event time, so a replay
+    /// sweeps at the same points.
+    pub fn sweep(&mut self, now: Timestamp, policy: &crate::policy::Policy) {
+        self.closed
+            .retain(|_, (_, closed_at)| now.0 - closed_at.0 < CLOSED_KEEP);
+        let windows: HashMap<&str, i64> = policy
+            .runbooks
+            .iter()
+            .map(|rb| {
+                let g = &rb.guardrails;
+                let w = g
+                    .max_actions_per_target
+                    .map_or(0, |r| r.per.0)
+                    .max(g.cooldown.0);
+                (rb.name.as_str(), w)
+            })
+            .collect();
+        self.actions.retain(|(runbook, _), history| {
+            let window = windows.get(runbook.as_str()).copied().unwrap_or(0);
+            history.back().is_some_and(|t| now.0 - t.0 < window)
+        });
     }
 
     /// The service's incidents other than `except` with a command not yet
@@ -262,5 +301,70 @@ impl State {
                 .get(s)
                 .is_some_and(|until| until.is_none_or(|u| now < u))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::{HOUR, MINUTE};
+
+    const POLICY: &str = r#"
+runbooks:
+  - name: restart-pod
+    match: ['alertname="Down"']
+    tier: 1
+    action: {kind: restart, target: '{{ labels.pod }}'}
+    validate: {within: 5m}
+    guardrails:
+      cooldown: 10m
+      max_actions_per_target: {count: 3, per: 1h}
+"#;
+
+    fn key(s: &str) -> (String, String) {
+        ("restart-pod".to_string(), s.to_string())
+    }
+
+    /// One incident per pod name, for a day: what the engine remembers
+    /// about closed incidents and acted-on targets stays bounded.
+    #[test]
+    fn sweep_forgets_what_can_no_longer_change_a_decision() {
+        let policy = crate::policy::load::parse(POLICY, "p.yaml").unwrap();
+        let mut s = State::default();
+        let t0 = 1_800_000_000_000i64;
+        s.closed.insert(
+            ("api".into(), "pod-1".into()),
+            (Timestamp(t0 - HOUR), Timestamp(t0)),
+        );
+        s.actions
+            .insert(key("pod-1"), VecDeque::from([Timestamp(t0)]));
+        s.actions
+            .insert(key("pod-2"), VecDeque::from([Timestamp(t0 + 30 * MINUTE)]));
+        s.actions.insert(
+            ("removed-runbook".into(), "pod-3".into()),
+            VecDeque::from([Timestamp(t0 + 30 * MINUTE)]),
+        );
+
+        // 59 minutes on: pod-1's command still counts for the hourly rate
+        // limit; the runbook no longer in the policy has no window.
+        s.sweep(Timestamp(t0 + 59 * MINUTE), &policy);
+        assert!(s.actions.contains_key(&key("pod-1")));
+        assert!(s.actions.contains_key(&key("pod-2")));
+        assert!(!s
+            .actions
+            .contains_key(&("removed-runbook".into(), "pod-3".into())));
+        assert_eq!(s.closed.len(), 1);
+
+        // An hour after its command, pod-1 is forgotten; pod-2 is not yet.
+        s.sweep(Timestamp(t0 + HOUR), &policy);
+        assert!(!s.actions.contains_key(&key("pod-1")));
+        assert!(s.actions.contains_key(&key("pod-2")));
+
+        // A closed incident's key is kept a day after its close.
+        s.sweep(Timestamp(t0 + CLOSED_KEEP - 1), &policy);
+        assert_eq!(s.closed.len(), 1);
+        s.sweep(Timestamp(t0 + CLOSED_KEEP), &policy);
+        assert!(s.closed.is_empty());
+        assert!(s.actions.is_empty());
     }
 }
