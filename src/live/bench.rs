@@ -42,6 +42,7 @@ use super::wire::{self, Format};
 use super::{wall_ms, KafkaArgs, LiveError, Topics};
 use crate::engine::Engine;
 use crate::policy::Policy;
+use crate::records::avro::{MetricTemplate, MetricTemplateWriter};
 use crate::records::{
     ActionResult, Alert, AlertStatus, Fixed, Input, Labels, MetricSample, Output, Record,
     ResultStatus,
@@ -255,13 +256,11 @@ struct Gen {
     format: Format,
     /// Record key of each service.
     keys: Vec<String>,
-    /// Avro: per series, the single-object header and the encoded fields
-    /// after `timestamp` and `value` (name, labels), which never change;
-    /// only the two leading strings are written per sample, so the load
-    /// generator's cost stays small beside the engine's.
-    avro_parts: Vec<Option<(Vec<u8>, Vec<u8>)>>,
-    /// The last timestamp's RFC 3339 text.
-    ts_text: (i64, String),
+    /// Avro: per series, its first sample split around `timestamp` and
+    /// `value`; only those two are written per sample after that, so the
+    /// load generator's cost stays small beside the engine's.
+    avro_parts: Vec<Option<MetricTemplate>>,
+    avro_writer: MetricTemplateWriter,
 }
 
 impl Gen {
@@ -273,8 +272,8 @@ impl Gen {
             alerts: 0,
             format,
             keys: (0..services).map(|s| format!("svc{s}")).collect(),
-            avro_parts: vec![None; services * 2],
-            ts_text: (i64::MIN, String::new()),
+            avro_parts: (0..services * 2).map(|_| None).collect(),
+            avro_writer: MetricTemplateWriter::default(),
         }
     }
 
@@ -300,24 +299,13 @@ impl Gen {
         } else {
             i64::from(svc % 3 == 0)
         };
-        if self.format == Format::Avro {
-            if let Some((head, tail)) = &self.avro_parts[k] {
-                if self.ts_text.0 != ts {
-                    self.ts_text = (ts, Timestamp(ts).to_string());
-                }
-                let value = Fixed::from_units(n * per).to_string();
-                let ts_text = &self.ts_text.1;
-                let mut out = Vec::with_capacity(head.len() + tail.len() + ts_text.len() + 32);
-                out.extend_from_slice(head);
-                avro_string(&mut out, ts_text);
-                avro_string(&mut out, &value);
-                out.extend_from_slice(tail);
-                return (svc, out);
-            }
+        if let Some(t) = &self.avro_parts[k] {
+            let value = Fixed::from_units(n * per);
+            return (svc, t.encode(&mut self.avro_writer, Timestamp(ts), &value));
         }
         let value = self.metric_slow(k, n * per, ts);
         if self.format == Format::Avro {
-            self.avro_parts[k] = avro_split(&value);
+            self.avro_parts[k] = MetricTemplate::new(&value);
         }
         (svc, value)
     }
@@ -361,50 +349,6 @@ impl Gen {
     fn encode(&self, input: &Input) -> Vec<u8> {
         wire::encode_input(input, self.format).unwrap_or_default()
     }
-}
-
-/// Appends an Avro string: zigzag varint length, then the bytes.
-fn avro_string(out: &mut Vec<u8>, s: &str) {
-    // Zigzag of a non-negative length is the length doubled.
-    let mut n = (s.len() as u64) << 1;
-    while n >= 0x80 {
-        out.push((n as u8) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-    out.extend_from_slice(s.as_bytes());
-}
-
-/// Reads an Avro string's length at `at`; returns (start of its bytes,
-/// end).
-fn avro_string_at(bytes: &[u8], at: usize) -> Option<(usize, usize)> {
-    let (mut n, mut shift, mut i) = (0u64, 0u32, at);
-    loop {
-        let b = *bytes.get(i)?;
-        n |= u64::from(b & 0x7f) << shift;
-        i += 1;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-    let len = usize::try_from((n >> 1) ^ (n & 1).wrapping_neg()).ok()?;
-    Some((i, i.checked_add(len)?))
-}
-
-/// A single-object-encoded MetricSample split into its 10-byte header
-/// and what follows its first two fields (`timestamp`, `value`).
-fn avro_split(encoded: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
-    const HEADER: usize = 10;
-    let (_, ts_end) = avro_string_at(encoded, HEADER)?;
-    let (_, value_end) = avro_string_at(encoded, ts_end)?;
-    Some((
-        encoded.get(..HEADER)?.to_vec(),
-        encoded.get(value_end..)?.to_vec(),
-    ))
 }
 
 fn bench_alert(n: u64, svc: usize, ts: i64, status: AlertStatus) -> Alert {

@@ -302,6 +302,56 @@ pub fn single_object_encode(t: RecordType, datum: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The samples of one metric series, written without the general
+/// encoder: a single-object-encoded `MetricSample` of the series split
+/// around its two leading fields, `timestamp` and `value`; what follows
+/// them (name, labels) is the same for every sample of the series. For
+/// load generators; [`decode_value`] reads the result as any sample.
+pub struct MetricTemplate {
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+/// The reusable buffer of [`MetricTemplate::encode`]; it keeps the last
+/// timestamp's text, as consecutive samples usually share it.
+#[derive(Default)]
+pub struct MetricTemplateWriter(wire::Writer);
+
+impl MetricTemplate {
+    /// From one sample of the series as [`single_object_encode`] wrote
+    /// it; `None` when `encoded` does not start with two strings after the
+    /// header.
+    pub fn new(encoded: &[u8]) -> Option<MetricTemplate> {
+        let mut r = wire::Reader::new(encoded.get(SINGLE_OBJECT_HEADER..)?);
+        r.str().ok()?;
+        r.str().ok()?;
+        let rest = SINGLE_OBJECT_HEADER + r.position();
+        Some(MetricTemplate {
+            head: encoded[..SINGLE_OBJECT_HEADER].to_vec(),
+            tail: encoded[rest..].to_vec(),
+        })
+    }
+
+    /// The series' sample at `ts` with `value`.
+    pub fn encode(
+        &self,
+        w: &mut MetricTemplateWriter,
+        ts: crate::time::Timestamp,
+        value: &super::Fixed,
+    ) -> Vec<u8> {
+        let w = &mut w.0;
+        w.clear();
+        w.time(ts);
+        w.display(value);
+        let fields = w.bytes();
+        let mut out = Vec::with_capacity(self.head.len() + fields.len() + self.tail.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(fields);
+        out.extend_from_slice(&self.tail);
+        out
+    }
+}
+
 /// Confluent wire format: magic byte, registry schema id (big-endian),
 /// datum.
 pub fn confluent_encode(schema_id: u32, datum: &[u8]) -> Vec<u8> {
