@@ -183,14 +183,18 @@ fn stale(
     })
 }
 
+/// How long a (runbook, target)'s past commands can still count: the
+/// longer of the cooldown and the rate-limit window.
+pub fn action_window(g: &crate::policy::Guardrails) -> i64 {
+    g.max_actions_per_target
+        .map_or(0, |r| r.per.0)
+        .max(g.cooldown.0)
+}
+
 /// Records an emitted command for cooldowns and rate limits, forgetting
 /// entries older than any window that could still count them.
 pub fn record_action(state: &mut State, runbook: &Runbook, target: &str, now: Timestamp) {
-    let keep = runbook
-        .guardrails
-        .max_actions_per_target
-        .map_or(0, |r| r.per.0)
-        .max(runbook.guardrails.cooldown.0);
+    let keep = action_window(&runbook.guardrails);
     let h = state
         .actions
         .entry((runbook.name.clone(), target.to_string()))

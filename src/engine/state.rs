@@ -255,12 +255,10 @@ impl State {
             .runbooks
             .iter()
             .map(|rb| {
-                let g = &rb.guardrails;
-                let w = g
-                    .max_actions_per_target
-                    .map_or(0, |r| r.per.0)
-                    .max(g.cooldown.0);
-                (rb.name.as_str(), w)
+                (
+                    rb.name.as_str(),
+                    super::guardrails::action_window(&rb.guardrails),
+                )
             })
             .collect();
         self.actions.retain(|(runbook, _), history| {
