@@ -908,9 +908,10 @@ impl Runtime {
     /// held until the frontier comes near; held records are then decided
     /// in timestamp order. A topic-partition that has delivered nothing
     /// for 5 s (30 s while its high watermark says more is to come) counts
-    /// as caught up, so a silent one holds nothing back for long. At most `HOLD_LIMIT` records are held: past that, the
-    /// earliest goes on. Topic-partitions are not paused: a paused and
-    /// resumed partition is not fetched again by some brokers.
+    /// as caught up, so a silent one holds nothing back for long. At most
+    /// `HOLD_LIMIT` records are held: past that, the earliest goes on.
+    /// Topic-partitions are not paused: a paused and resumed partition is
+    /// not fetched again by some brokers.
     fn pace(&mut self, consumer: &BaseConsumer<Ctx>) {
         let Ok(positions) = consumer.position() else {
             return;
@@ -1128,9 +1129,9 @@ impl Runtime {
         }
     }
 
-    /// Commits the pending batch of every partition.
-    /// Commits the pending batch; the consumer offsets of an
-    /// `at_least_once` batch asynchronously (see [`Runtime::commit_with`]).
+    /// Commits the pending batch of every partition; the consumer offsets
+    /// of an `at_least_once` batch asynchronously (see
+    /// [`Runtime::commit_with`]).
     fn commit(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), LiveError> {
         self.commit_with(consumer, rdkafka::consumer::CommitMode::Async)
     }
