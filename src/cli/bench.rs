@@ -135,12 +135,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     kafka.settings = a.settings.clone();
     kafka.topic_prefix = prefix.clone();
     match &_cluster {
-        Some(c) => {
-            for t in kafka.topics().all() {
-                c.create_topic(t, partitions, 1)
-                    .with_context(|| format!("creating {t}"))?;
-            }
-        }
+        Some(c) => super::live::create_embedded_topics(c, &kafka, partitions)?,
         None => rt
             .block_on(selfheal::live::create_topics(&kafka, partitions))
             .with_context(|| format!("creating the bench topics on {brokers}"))?,

@@ -31,11 +31,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     let brokers = cluster.bootstrap_servers();
     let mut kafka = KafkaArgs::local(&brokers);
     kafka.topic_prefix = a.topic_prefix.clone();
-    for t in kafka.topics().all() {
-        cluster
-            .create_topic(t, a.partitions, 1)
-            .with_context(|| format!("creating {t}"))?;
-    }
+    super::live::create_embedded_topics(&cluster, &kafka, a.partitions)?;
     eprintln!(
         "selfheal broker: librdkafka's mock cluster at {brokers}, topics {}* ({} partitions \
          each); in memory only, at most 100,000 records or 5 MB per partition; stop with \

@@ -90,14 +90,8 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     if let Some(p) = &a.topic_prefix {
         kafka.topic_prefix = p.clone();
     }
-    let topics = kafka.topics();
     match &_cluster {
-        Some(c) => {
-            for t in topics.all() {
-                c.create_topic(t, a.partitions, 1)
-                    .with_context(|| format!("creating {t}"))?;
-            }
-        }
+        Some(c) => super::live::create_embedded_topics(c, &kafka, a.partitions)?,
         None => rt.block_on(selfheal::live::create_topics(&kafka, a.partitions))?,
     }
     let guarantee = a.guarantee.unwrap_or(Guarantee::ExactlyOnce);

@@ -740,6 +740,21 @@ pub struct TopicsArgs {
     pub partitions: i32,
 }
 
+/// Creates every topic of `kafka`'s prefix on the embedded broker
+/// (librdkafka's mock cluster, which has no CreateTopics API).
+pub fn create_embedded_topics<C: rdkafka::ClientContext>(
+    cluster: &rdkafka::mocking::MockCluster<'_, C>,
+    kafka: &KafkaArgs,
+    partitions: i32,
+) -> anyhow::Result<()> {
+    for t in kafka.topics().all() {
+        cluster
+            .create_topic(t, partitions, 1)
+            .with_context(|| format!("creating {t}"))?;
+    }
+    Ok(())
+}
+
 pub fn topics(cmd: TopicsCmd) -> anyhow::Result<i32> {
     let TopicsCmd::Create(a) = cmd;
     let rt = runtime()?;
