@@ -315,7 +315,7 @@ impl Engine {
         if self
             .state
             .closed
-            .get(&key)
+            .get(&super::state::digest(&[&key.0, &key.1]))
             .is_some_and(|(t, _)| sig.starts_at <= *t)
         {
             let mut d = Decision::new(ts, &sig.service, "alert_ignored", sig.input);

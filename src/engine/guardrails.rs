@@ -7,7 +7,7 @@ use crate::records::{EscalationReason, GuardrailCheck};
 use crate::slo::SloSet;
 use crate::time::Timestamp;
 
-use super::state::State;
+use super::state::{digest, State};
 
 /// The outcome of the guardrail checks for one prospective command.
 #[derive(Debug, Clone)]
@@ -76,8 +76,10 @@ pub fn evaluate(
     if let Some(c) = stale {
         checks.push(c);
     }
-    let key = (runbook.name.clone(), target.to_string());
-    let history = state.actions.get(&key);
+    let history = state
+        .actions
+        .get(&runbook.name)
+        .and_then(|targets| targets.get(&digest(&[target])));
     let last = history.and_then(|h| h.back()).copied();
     let cooling = g.cooldown.0 > 0 && last.is_some_and(|t| now.0 - t.0 < g.cooldown.0);
     checks.push(check(
@@ -195,9 +197,16 @@ pub fn action_window(g: &crate::policy::Guardrails) -> i64 {
 /// entries older than any window that could still count them.
 pub fn record_action(state: &mut State, runbook: &Runbook, target: &str, now: Timestamp) {
     let keep = action_window(&runbook.guardrails);
+    if !state.actions.contains_key(&runbook.name) {
+        state
+            .actions
+            .insert(runbook.name.clone(), Default::default());
+    }
     let h = state
         .actions
-        .entry((runbook.name.clone(), target.to_string()))
+        .get_mut(&runbook.name)
+        .expect("inserted above")
+        .entry(digest(&[target]))
         .or_default();
     h.push_back(now);
     while h.front().is_some_and(|t| now.0 - t.0 >= keep) && h.len() > 1 {

@@ -94,10 +94,11 @@ pub struct State {
     pub incidents: BTreeMap<String, Inc>,
     /// Open incident id by (service, fingerprint).
     pub by_key: HashMap<(String, String), String>,
-    /// Closed incidents' start time and close time by (service,
-    /// fingerprint): an alert re-sent with the same or an older start does
-    /// not reopen them. Forgotten [`CLOSED_KEEP`] after the close.
-    pub closed: HashMap<(String, String), (Timestamp, Timestamp)>,
+    /// Closed incidents' start time and close time by the [`digest`] of
+    /// their (service, fingerprint): an alert re-sent with the same or an
+    /// older start does not reopen them. Forgotten [`CLOSED_KEEP`] after
+    /// the close; 24 bytes an entry, however long the labels.
+    pub closed: HashMap<u64, (Timestamp, Timestamp)>,
     /// Incident id by command id, for results and approvals.
     pub commands: HashMap<String, String>,
     pub timers: BTreeSet<Timer>,
@@ -107,10 +108,10 @@ pub struct State {
     pub changes: BTreeMap<String, BTreeMap<String, String>>,
     /// Kill switches on: scope -> until.
     pub kill: BTreeMap<Scope, Option<Timestamp>>,
-    /// Commands emitted per (runbook, target), oldest first; a target
-    /// whose last command is older than every window that could count it
-    /// is forgotten at the next [`State::sweep`].
-    pub actions: HashMap<(String, String), VecDeque<Timestamp>>,
+    /// Commands emitted per runbook and [`digest`] of the target, oldest
+    /// first; a target whose last command is older than every window that
+    /// could count it is forgotten at the next [`State::sweep`].
+    pub actions: HashMap<String, HashMap<u64, VecDeque<Timestamp>>>,
     /// Open incident ids by service, for the blast radius.
     pub by_service: HashMap<String, BTreeSet<String>>,
     /// Instances seen in metric samples, for the blast radius.
@@ -137,6 +138,22 @@ type ByService = HashMap<String, HashMap<String, Timestamp>>;
 /// does not reopen it. A key with one incident per distinct label set
 /// (a pod name) would otherwise stay for the life of the process.
 pub const CLOSED_KEEP: i64 = crate::time::DAY;
+
+/// The 64-bit key under which the maps that outlive an incident
+/// (`closed`, `actions`) remember a label-derived name: a name built from
+/// a pod's labels can be long, and one incident per pod means one entry
+/// per pod. The digest never leaves the process (state is rebuilt from the
+/// journal), so it need not be stable across builds; two names sharing a
+/// digest is a chance of about one in 10^13 per lookup at a million
+/// entries.
+pub fn digest(parts: &[&str]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // `new()`, unlike a map's random state, is the same hasher every time:
+    // a replay decides as the live run did.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parts.hash(&mut h);
+    h.finish()
+}
 
 /// Event time between two [`State::sweep`]s.
 pub const SWEEP_EVERY: i64 = 10 * crate::time::MINUTE;
@@ -234,7 +251,7 @@ impl State {
             }
         }
         self.closed
-            .insert(inc.key.clone(), (inc.last_starts_at, now));
+            .insert(digest(&[&inc.key.0, &inc.key.1]), (inc.last_starts_at, now));
         for c in &inc.commands {
             self.commands.remove(&c.id);
         }
@@ -261,9 +278,10 @@ impl State {
                 )
             })
             .collect();
-        self.actions.retain(|(runbook, _), history| {
+        self.actions.retain(|runbook, targets| {
             let window = windows.get(runbook.as_str()).copied().unwrap_or(0);
-            history.back().is_some_and(|t| now.0 - t.0 < window)
+            targets.retain(|_, history| history.back().is_some_and(|t| now.0 - t.0 < window));
+            !targets.is_empty()
         });
     }
 
@@ -319,8 +337,18 @@ runbooks:
       max_actions_per_target: {count: 3, per: 1h}
 "#;
 
-    fn key(s: &str) -> (String, String) {
-        ("restart-pod".to_string(), s.to_string())
+    /// Whether `target`'s command history under `runbook` is remembered.
+    fn acted(s: &State, runbook: &str, target: &str) -> bool {
+        s.actions
+            .get(runbook)
+            .is_some_and(|t| t.contains_key(&digest(&[target])))
+    }
+
+    fn record(s: &mut State, runbook: &str, target: &str, at: i64) {
+        s.actions
+            .entry(runbook.to_string())
+            .or_default()
+            .insert(digest(&[target]), VecDeque::from([Timestamp(at)]));
     }
 
     /// One incident per pod name, for a day: what the engine remembers
@@ -331,32 +359,26 @@ runbooks:
         let mut s = State::default();
         let t0 = 1_800_000_000_000i64;
         s.closed.insert(
-            ("api".into(), "pod-1".into()),
+            digest(&["api", "pod-1"]),
             (Timestamp(t0 - HOUR), Timestamp(t0)),
         );
-        s.actions
-            .insert(key("pod-1"), VecDeque::from([Timestamp(t0)]));
-        s.actions
-            .insert(key("pod-2"), VecDeque::from([Timestamp(t0 + 30 * MINUTE)]));
-        s.actions.insert(
-            ("removed-runbook".into(), "pod-3".into()),
-            VecDeque::from([Timestamp(t0 + 30 * MINUTE)]),
-        );
+        record(&mut s, "restart-pod", "pod-1", t0);
+        record(&mut s, "restart-pod", "pod-2", t0 + 30 * MINUTE);
+        record(&mut s, "removed-runbook", "pod-3", t0 + 30 * MINUTE);
 
         // 59 minutes on: pod-1's command still counts for the hourly rate
         // limit; the runbook no longer in the policy has no window.
         s.sweep(Timestamp(t0 + 59 * MINUTE), &policy);
-        assert!(s.actions.contains_key(&key("pod-1")));
-        assert!(s.actions.contains_key(&key("pod-2")));
-        assert!(!s
-            .actions
-            .contains_key(&("removed-runbook".into(), "pod-3".into())));
+        assert!(acted(&s, "restart-pod", "pod-1"));
+        assert!(acted(&s, "restart-pod", "pod-2"));
+        assert!(!acted(&s, "removed-runbook", "pod-3"));
+        assert!(!s.actions.contains_key("removed-runbook"));
         assert_eq!(s.closed.len(), 1);
 
         // An hour after its command, pod-1 is forgotten; pod-2 is not yet.
         s.sweep(Timestamp(t0 + HOUR), &policy);
-        assert!(!s.actions.contains_key(&key("pod-1")));
-        assert!(s.actions.contains_key(&key("pod-2")));
+        assert!(!acted(&s, "restart-pod", "pod-1"));
+        assert!(acted(&s, "restart-pod", "pod-2"));
 
         // A closed incident's key is kept a day after its close.
         s.sweep(Timestamp(t0 + CLOSED_KEEP - 1), &policy);
@@ -364,5 +386,16 @@ runbooks:
         s.sweep(Timestamp(t0 + CLOSED_KEEP), &policy);
         assert!(s.closed.is_empty());
         assert!(s.actions.is_empty());
+    }
+
+    /// The digest is the same for the same names and tells different
+    /// ones apart, including names that only differ in where one part
+    /// ends and the next begins.
+    #[test]
+    fn digest_separates_names() {
+        assert_eq!(digest(&["api", "pod-1"]), digest(&["api", "pod-1"]));
+        assert_ne!(digest(&["api", "pod-1"]), digest(&["api", "pod-2"]));
+        assert_ne!(digest(&["ap", "ipod-1"]), digest(&["api", "pod-1"]));
+        assert_ne!(digest(&["api-pod-1"]), digest(&["api", "-pod-1"]));
     }
 }
