@@ -305,7 +305,7 @@ fn follow(
         t.results.clone(),
         t.approvals.clone(),
     ];
-    let mut cc = kafka.client_config()?;
+    let mut cc = kafka.consumer_config()?;
     cc.set("group.id", format!("{}demo-timeline", kafka.topic_prefix))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed");

@@ -1438,7 +1438,7 @@ fn run_once(
         topic_counters: TopicCounters::new(&topics.inputs()),
     }));
     let gauges = EngineGauges::new(&cfg.policy);
-    let mut cc = cfg.kafka.client_config()?;
+    let mut cc = cfg.kafka.consumer_config()?;
     cc.set("group.id", &cfg.group)
         .set("client.id", &cfg.instance)
         .set("enable.auto.commit", "false")
@@ -1453,9 +1453,6 @@ fn run_once(
                 "latest"
             },
         );
-    if cc.get("fetch.wait.max.ms").is_none() {
-        cc.set("fetch.wait.max.ms", "100");
-    }
     if cc.get("session.timeout.ms").is_none() {
         cc.set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");

@@ -109,16 +109,13 @@ pub async fn run(
         &cfg.kafka.brokers,
         &[&topics.actions, &topics.executions],
     )?;
-    let mut cc = cfg.kafka.client_config()?;
+    let mut cc = cfg.kafka.consumer_config()?;
     cc.set("group.id", &cfg.group)
         .set("client.id", &cfg.instance)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("partition.assignment.strategy", "range");
-    if cc.get("fetch.wait.max.ms").is_none() {
-        cc.set("fetch.wait.max.ms", "100");
-    }
     if cc.get("session.timeout.ms").is_none() {
         cc.set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
@@ -472,7 +469,7 @@ fn read_ledger(
     topic: &str,
     p: i32,
 ) -> Result<HashSet<String>, LiveError> {
-    let mut cc = args.client_config()?;
+    let mut cc = args.consumer_config()?;
     cc.set("group.id", format!("{group}-ledger-reader"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true");

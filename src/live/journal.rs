@@ -275,7 +275,7 @@ pub fn read(
     mut f: impl FnMut(Entry),
 ) -> Result<(i64, i64), LiveError> {
     let topic = args.topics().journal;
-    let mut cc = args.client_config()?;
+    let mut cc = args.consumer_config()?;
     // Under at_least_once nothing is written in transactions, and a
     // transaction left open on a broker that cannot end it (the start
     // probe, or an earlier exactly_once run) must not hide the journal.

@@ -97,7 +97,7 @@ pub async fn run(
             });
         }
     }
-    let mut cc = cfg.kafka.client_config()?;
+    let mut cc = cfg.kafka.consumer_config()?;
     cc.set("group.id", &cfg.group)
         .set("client.id", &cfg.instance)
         .set("enable.auto.commit", "false")
@@ -110,9 +110,6 @@ pub async fn run(
             },
         )
         .set("isolation.level", "read_committed");
-    if cc.get("fetch.wait.max.ms").is_none() {
-        cc.set("fetch.wait.max.ms", "100");
-    }
     if cc.get("session.timeout.ms").is_none() {
         cc.set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");

@@ -411,7 +411,7 @@ impl KafkaRange {
     /// Looks up the partitions, their watermarks and the offsets for
     /// `since`, and starts reading.
     pub fn open(args: &KafkaArgs, spec: &RangeSpec) -> Result<KafkaRange, LiveError> {
-        let mut cc = args.client_config()?;
+        let mut cc = args.consumer_config()?;
         // librdkafka wants a group id even for assigned partitions; the
         // group is never joined and nothing is committed.
         cc.set("group.id", "selfheal-range")
@@ -419,9 +419,6 @@ impl KafkaRange {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed");
-        if cc.get("fetch.wait.max.ms").is_none() {
-            cc.set("fetch.wait.max.ms", "100");
-        }
         // Each partition has its own queue, and librdkafka's prefetch
         // limit then holds per partition.
         if cc.get("queued.max.messages.kbytes").is_none() {
@@ -625,14 +622,11 @@ fn read_one_each<'a>(
     at: impl Iterator<Item = (&'a str, i32, i64)>,
 ) -> Result<Vec<Option<i64>>, LiveError> {
     let at: Vec<(&str, i32, i64)> = at.collect();
-    let mut cc = args.client_config()?;
+    let mut cc = args.consumer_config()?;
     cc.set("group.id", "selfheal-range")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("isolation.level", "read_uncommitted");
-    if cc.get("fetch.wait.max.ms").is_none() {
-        cc.set("fetch.wait.max.ms", "100");
-    }
     let c: BaseConsumer<Health> = cc
         .create_with_context(Health::default())
         .map_err(LiveError::kafka("creating the range probe"))?;

@@ -288,7 +288,7 @@ fn scan(
     committed: bool,
     mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> bool,
 ) -> Result<(), LiveError> {
-    let mut cc = args.client_config()?;
+    let mut cc = args.consumer_config()?;
     cc.set("group.id", "selfheal-tools")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
