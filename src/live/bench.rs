@@ -126,6 +126,8 @@ pub struct Workload {
 pub struct Settings {
     pub processing_guarantee: &'static str,
     pub fetch_wait_max_ms: u32,
+    /// `fetch.queue.backoff.ms` of every consumer (raw, engine, actions).
+    pub fetch_queue_backoff_ms: String,
     /// `linger.ms` of the producer that sends alerts in the latency phase.
     pub alert_producer_linger_ms: u32,
     /// The load generator's metric producer in the latency and soak phases.
@@ -175,6 +177,15 @@ pub struct Latency {
     /// Records produced but not yet consumed by the engine when the
     /// producer stopped.
     pub lag_at_end: u64,
+    /// The five slowest alerts: when each was sent (seconds into the
+    /// phase) and its latency, to tell a slow start from a stall.
+    pub slowest: Vec<Slow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Slow {
+    pub sent_at_s: f64,
+    pub ms: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -210,6 +221,16 @@ pub struct Soak {
     pub rss_mib: Vec<f64>,
     /// Least-squares slope of the second half of `rss_mib`, MiB per minute.
     pub rss_slope_mib_per_min_second_half: f64,
+    /// Bytes malloc has handed out and not had back (Rust's allocations
+    /// and librdkafka's alike), every 30 s, MiB: what the process holds,
+    /// where `rss_mib` also counts memory freed but kept by the allocator.
+    /// Empty where glibc's `mallinfo2` is not available.
+    pub heap_in_use_mib: Vec<f64>,
+    /// Least-squares slope of the second half of `heap_in_use_mib`.
+    pub heap_slope_mib_per_min_second_half: Option<f64>,
+    /// Memory free inside malloc's arenas, kept from the system, every
+    /// 30 s, MiB.
+    pub heap_free_mib: Vec<f64>,
 }
 
 /// Bytes of SLO state allowed per 30-day SLO.
@@ -416,7 +437,7 @@ fn producer(kafka: &KafkaArgs, linger_ms: u32) -> Result<BaseProducer, LiveError
 }
 
 fn consumer_config(cfg: &BenchConfig) -> Result<rdkafka::ClientConfig, LiveError> {
-    let mut cc = cfg.kafka.client_config()?;
+    let mut cc = cfg.kafka.consumer_config()?;
     cc.set("group.id", "selfheal-bench-reader")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -446,6 +467,40 @@ fn partitions_of(
         });
     }
     Ok(ids)
+}
+
+/// One soak sample.
+struct Sample {
+    rss_mib: f64,
+    heap: Option<Heap>,
+    lag: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Heap {
+    in_use_mib: f64,
+    free_mib: f64,
+}
+
+/// malloc's own account of the process's heap: bytes handed out and not
+/// returned (mmapped chunks included), and bytes free in its arenas.
+/// `None` where glibc's `mallinfo2` is not available.
+fn heap() -> Option<Heap> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes no arguments and only reads the
+        // allocator's statistics, under its own locks.
+        let m = unsafe { libc::mallinfo2() };
+        let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+        Some(Heap {
+            in_use_mib: mib(m.uordblks + m.hblkhd),
+            free_mib: mib(m.fordblks),
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        None
+    }
 }
 
 fn rss_mib() -> f64 {
@@ -543,6 +598,10 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
             Guarantee::AtLeastOnce => "at_least_once",
         },
         fetch_wait_max_ms: cfg.fetch_wait_ms,
+        fetch_queue_backoff_ms: consumer_config(cfg)?
+            .get("fetch.queue.backoff.ms")
+            .unwrap_or("librdkafka's default")
+            .to_string(),
         alert_producer_linger_ms: 0,
         metrics_producer_linger_ms: METRICS_LINGER_MS,
         engine_producer_linger_ms: engine::PRODUCER_LINGER_MS,
@@ -628,8 +687,16 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
                     progress,
                 )?;
                 let l = run.latency(load);
-                let rss: Vec<f64> = samples.iter().map(|s| round(s.0, 1)).collect();
-                let lag: Vec<u64> = samples.iter().map(|s| s.1).collect();
+                let rss: Vec<f64> = samples.iter().map(|s| round(s.rss_mib, 1)).collect();
+                let lag: Vec<u64> = samples.iter().map(|s| s.lag).collect();
+                let heap: Vec<f64> = samples
+                    .iter()
+                    .filter_map(|s| s.heap.map(|h| round(h.in_use_mib, 1)))
+                    .collect();
+                let heap_free: Vec<f64> = samples
+                    .iter()
+                    .filter_map(|s| s.heap.map(|h| round(h.free_mib, 1)))
+                    .collect();
                 let max_lag = lag.iter().copied().max().unwrap_or(0);
                 Some(Soak {
                     load,
@@ -644,6 +711,10 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
                     dead_lettered: run.dead_lettered,
                     rss_slope_mib_per_min_second_half: round(slope(&rss[rss.len() / 2..], 0.5), 3),
                     rss_mib: rss,
+                    heap_slope_mib_per_min_second_half: (!heap.is_empty())
+                        .then(|| round(slope(&heap[heap.len() / 2..], 0.5), 3)),
+                    heap_in_use_mib: heap,
+                    heap_free_mib: heap_free,
                 })
             }
         };
@@ -889,7 +960,8 @@ struct Driven {
     seconds: f64,
     target: f64,
     alerts: u64,
-    latencies_ms: Vec<f64>,
+    /// Per answered alert: seconds into the run it was sent, latency.
+    latencies_ms: Vec<(f64, f64)>,
     lag_at_end: u64,
     lag_after_drain: u64,
     dead_lettered: u64,
@@ -897,8 +969,18 @@ struct Driven {
 
 impl Driven {
     fn latency(&self, load: f64) -> Latency {
-        let mut l = self.latencies_ms.clone();
+        let mut l: Vec<f64> = self.latencies_ms.iter().map(|(_, ms)| *ms).collect();
         l.sort_by(f64::total_cmp);
+        let mut slowest = self.latencies_ms.clone();
+        slowest.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let slowest = slowest
+            .into_iter()
+            .take(5)
+            .map(|(at, ms)| Slow {
+                sent_at_s: round(at, 2),
+                ms: round(ms, 2),
+            })
+            .collect();
         Latency {
             load,
             target_records_per_s: round(self.target, 0),
@@ -911,6 +993,7 @@ impl Driven {
             p999_ms: round(percentile(&l, 0.999), 2),
             max_ms: round(l.last().copied().unwrap_or(f64::NAN), 2),
             lag_at_end: self.lag_at_end,
+            slowest,
         }
     }
 }
@@ -918,7 +1001,7 @@ impl Driven {
 /// Produces samples at `rate` records/s and alerts at the configured rate
 /// for `length`, while a responder reads the actions topic, times each
 /// command from its alert's send and answers it as an executor would.
-/// `samples` gets (resident MiB, engine lag) every 30 s.
+/// `samples` gets resident memory, the heap and the engine lag every 30 s.
 #[allow(clippy::too_many_arguments)]
 fn drive(
     cfg: &BenchConfig,
@@ -928,7 +1011,7 @@ fn drive(
     handle: &std::thread::JoinHandle<Result<(), LiveError>>,
     rate: f64,
     length: StdDuration,
-    mut samples: Option<&mut Vec<(f64, u64)>>,
+    mut samples: Option<&mut Vec<Sample>>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Driven, LiveError> {
     // Samples batch for 20 ms (fewer, larger requests: the broker shares
@@ -936,7 +1019,7 @@ fn drive(
     let metrics_producer = producer(&cfg.kafka, METRICS_LINGER_MS)?;
     let alert_producer = producer(&cfg.kafka, 0)?;
     let sent: Arc<Mutex<SentAlerts>> = Arc::default();
-    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<(Instant, f64)>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
 
@@ -989,7 +1072,7 @@ fn drive(
                         continue;
                     };
                     if let Ok(mut l) = latencies.lock() {
-                        l.push((arrived - at).as_secs_f64() * 1000.0);
+                        l.push((at, (arrived - at).as_secs_f64() * 1000.0));
                     }
                     // The executor's part: the fix succeeded, the alert resolves.
                     let now = wall_ms();
@@ -1056,13 +1139,21 @@ fn drive(
                 if Instant::now() >= next_sample {
                     let produced = records + alerts + answered.load(Ordering::Relaxed);
                     let consumed = EngineCounters::get(&counters.consumed) - consumed_before;
-                    let (rss, lag) = (rss_mib(), produced.saturating_sub(consumed));
-                    s.push((rss, lag));
+                    let (rss, lag, heap) = (rss_mib(), produced.saturating_sub(consumed), heap());
+                    s.push(Sample {
+                        rss_mib: rss,
+                        heap,
+                        lag,
+                    });
                     progress(&format!(
                         "soak: {:.0} s, {records} samples and {alerts} alerts sent, \
-                         {} commands, lag {lag} records, resident {rss:.1} MiB",
+                         {} commands, lag {lag} records, resident {rss:.1} MiB{}",
                         started.elapsed().as_secs_f64(),
                         latencies.lock().map(|l| l.len()).unwrap_or(0),
+                        heap.map_or(String::new(), |h| format!(
+                            " (heap in use {:.1} MiB, free in malloc {:.1} MiB)",
+                            h.in_use_mib, h.free_mib
+                        )),
                     ));
                     next_sample += StdDuration::from_secs(30);
                 }
@@ -1106,7 +1197,14 @@ fn drive(
     }
     let lag_after_drain = lag_now();
     let dead_lettered = EngineCounters::get(&counters.dead_lettered) - dead_before;
-    let latencies_ms = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    let latencies_ms = latencies
+        .lock()
+        .map(|l| {
+            l.iter()
+                .map(|(at, ms)| (at.saturating_duration_since(started).as_secs_f64(), *ms))
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(Driven {
         records: records + alerts,
         seconds,
