@@ -314,9 +314,8 @@ impl Engine {
         }
         if self
             .state
-            .closed
-            .get(&super::state::digest(&[&key.0, &key.1]))
-            .is_some_and(|(t, _)| sig.starts_at <= *t)
+            .closed_start(&key)
+            .is_some_and(|t| sig.starts_at <= t)
         {
             let mut d = Decision::new(ts, &sig.service, "alert_ignored", sig.input);
             d.reason(format!(

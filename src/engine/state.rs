@@ -155,6 +155,13 @@ pub fn digest(parts: &[&str]) -> u64 {
     h.finish()
 }
 
+/// The key of [`State::closed`] for an alert key (service, fingerprint):
+/// one encoding for where a close is remembered and where a re-sent alert
+/// looks it up.
+fn closed_key(key: &(String, String)) -> u64 {
+    digest(&[&key.0, &key.1])
+}
+
 /// Event time between two [`State::sweep`]s.
 pub const SWEEP_EVERY: i64 = 10 * crate::time::MINUTE;
 
@@ -251,13 +258,21 @@ impl State {
             }
         }
         self.closed
-            .insert(digest(&[&inc.key.0, &inc.key.1]), (inc.last_starts_at, now));
+            .insert(closed_key(&inc.key), (inc.last_starts_at, now));
         for c in &inc.commands {
             self.commands.remove(&c.id);
         }
         self.timers
             .retain(|(_, _, k)| k != id && !inc.commands.iter().any(|c| &c.id == k));
         Some(inc)
+    }
+
+    /// The latest `startsAt` of the closed incident with alert key `key`,
+    /// while it is remembered.
+    pub fn closed_start(&self, key: &(String, String)) -> Option<Timestamp> {
+        self.closed
+            .get(&closed_key(key))
+            .map(|(starts_at, _)| *starts_at)
     }
 
     /// Forgets what can no longer change a decision: closed incidents'
@@ -359,7 +374,7 @@ runbooks:
         let mut s = State::default();
         let t0 = 1_800_000_000_000i64;
         s.closed.insert(
-            digest(&["api", "pod-1"]),
+            closed_key(&("api".into(), "pod-1".into())),
             (Timestamp(t0 - HOUR), Timestamp(t0)),
         );
         record(&mut s, "restart-pod", "pod-1", t0);
