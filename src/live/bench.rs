@@ -231,6 +231,10 @@ pub struct Soak {
     /// Memory free inside malloc's arenas, kept from the system, every
     /// 30 s, MiB.
     pub heap_free_mib: Vec<f64>,
+    /// Incidents open in the engine every 30 s: each alert is answered
+    /// and resolved, so this stays near alerts per second times the
+    /// alert-to-resolve time unless incidents are left open.
+    pub open_incidents: Vec<u64>,
 }
 
 /// Bytes of SLO state allowed per 30-day SLO.
@@ -474,6 +478,7 @@ struct Sample {
     rss_mib: f64,
     heap: Option<Heap>,
     lag: u64,
+    open_incidents: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -715,6 +720,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
                         .then(|| round(slope(&heap[heap.len() / 2..], 0.5), 3)),
                     heap_in_use_mib: heap,
                     heap_free_mib: heap_free,
+                    open_incidents: samples.iter().map(|s| s.open_incidents).collect(),
                 })
             }
         };
@@ -1140,14 +1146,16 @@ fn drive(
                     let produced = records + alerts + answered.load(Ordering::Relaxed);
                     let consumed = EngineCounters::get(&counters.consumed) - consumed_before;
                     let (rss, lag, heap) = (rss_mib(), produced.saturating_sub(consumed), heap());
+                    let open = EngineCounters::get(&counters.open_incidents);
                     s.push(Sample {
                         rss_mib: rss,
                         heap,
                         lag,
+                        open_incidents: open,
                     });
                     progress(&format!(
                         "soak: {:.0} s, {records} samples and {alerts} alerts sent, \
-                         {} commands, lag {lag} records, resident {rss:.1} MiB{}",
+                         {} commands, {open} incidents open, lag {lag} records, resident {rss:.1} MiB{}",
                         started.elapsed().as_secs_f64(),
                         latencies.lock().map(|l| l.len()).unwrap_or(0),
                         heap.map_or(String::new(), |h| format!(

@@ -179,6 +179,9 @@ pub struct EngineCounters {
     pub paces: AtomicU64,
     /// Records held back right now.
     pub held: AtomicU64,
+    /// Incidents open in the cores of the partitions held, as of the last
+    /// clock tick (every 200 ms).
+    pub open_incidents: AtomicU64,
 }
 
 impl EngineCounters {
@@ -1066,6 +1069,10 @@ impl Runtime {
             self.emitted(p, before, urgent);
             self.batch_started.get_or_insert_with(Instant::now);
         }
+        let open: usize = self.shards.values().map(|s| s.core.open_incidents()).sum();
+        self.counters
+            .open_incidents
+            .store(open as u64, Ordering::Relaxed);
     }
 
     /// Outputs of partition `p` from index `from` were just decided.
