@@ -187,12 +187,12 @@ impl Engine {
         }
     }
 
-    /// The state of every open incident (for metrics; read-only).
     /// Incidents open (not yet resolved or closed).
     pub fn open_incidents(&self) -> usize {
         self.state.incidents.len()
     }
 
+    /// The state of every open incident (for metrics; read-only).
     pub fn open_incident_states(&self) -> impl Iterator<Item = crate::records::IncidentState> + '_ {
         self.state.incidents.values().map(|i| i.state)
     }
