@@ -51,8 +51,8 @@ use super::wire::{self, Format, INPUT_KINDS};
 use super::{wall_ms, Health, KafkaArgs, LiveError, Topics};
 use crate::engine::Engine;
 use crate::policy::Policy;
-use crate::records::avro::decode_value;
-use crate::records::{Emitted, Output, Record};
+use crate::records::avro::{decode_metric_value, decode_value};
+use crate::records::{Emitted, InputKind, LabelBuf, MetricRef, Output, Record};
 use crate::time::Timestamp;
 
 /// `linger.ms` of the engine's producer. Under at-least-once outputs are
@@ -329,6 +329,15 @@ impl ProducerContext for ProducerCtx {
     }
 }
 
+/// Records taken from the consumer at most between two rounds of timers,
+/// commit checks and producer callbacks (a batch ends sooner when it holds
+/// a command, or reaches `max_batch`).
+const POLL_BATCH: usize = 512;
+
+/// Records decided at most on one reading of the clocks (a few hundred
+/// microseconds of work).
+const CLOCK_EVERY: usize = 64;
+
 /// Records held back at most, over all partitions (about 100 bytes each
 /// plus the value).
 const HOLD_LIMIT: usize = 200_000;
@@ -434,6 +443,13 @@ impl Shard {
     }
 }
 
+/// A decoded input record: a metric sample borrowed from the record and
+/// the runtime's label buffer, or any record owned.
+enum Decoded<'a> {
+    Metric(MetricRef<'a>),
+    Input(crate::records::Input),
+}
+
 struct Runtime {
     cfg: EngineConfig,
     topics: Topics,
@@ -460,6 +476,27 @@ struct Runtime {
     metrics: Arc<EngineMetrics>,
     topic_counters: TopicCounters,
     policy: PolicyWatch,
+    /// Storage for the labels of the metric sample being decoded.
+    labels: LabelBuf,
+    /// The clocks as read by the poll loop (at most [`CLOCK_EVERY`]
+    /// records ago): per-record work reads these, not the system clocks.
+    clock: Clock,
+}
+
+/// The monotonic and wall clocks, read together.
+#[derive(Clone, Copy)]
+struct Clock {
+    mono: Instant,
+    wall_ms: i64,
+}
+
+impl Clock {
+    fn now() -> Clock {
+        Clock {
+            mono: Instant::now(),
+            wall_ms: wall_ms(),
+        }
+    }
 }
 
 /// The policy file and the text the cores run with.
@@ -634,7 +671,13 @@ impl Runtime {
         };
         let p = m.partition();
         let key = (t as u8, p);
-        self.last_seen.insert(key, Instant::now());
+        let seen = self.clock.mono;
+        match self.last_seen.get_mut(&key) {
+            Some(at) => *at = seen,
+            None => {
+                self.last_seen.insert(key, seen);
+            }
+        }
         let Some(shard) = self.shards.get(&p) else {
             return;
         };
@@ -710,8 +753,8 @@ impl Runtime {
         shard.positions[t] = off + 1;
         shard.touched = true;
         self.pending += 1;
-        self.batch_started.get_or_insert_with(Instant::now);
-        let wall = wall_ms();
+        self.batch_started.get_or_insert(self.clock.mono);
+        let wall = self.clock.wall_ms;
         let kafka_ts = ts.unwrap_or(wall);
         let now = shard.core.now().map(|t| t.0);
         let max_bytes = self.cfg.max_record_bytes;
@@ -744,16 +787,31 @@ impl Runtime {
                 ),
             ))
         } else {
-            decode_value(INPUT_KINDS[t], value)
-                .map_err(|e| (e.code(), e.to_string()))
-                .and_then(|input| authenticate(self.cfg.approval_key.as_ref(), input))
+            let kind = INPUT_KINDS[t];
+            // A metric sample is decoded into reused buffers and handed to
+            // the core borrowed; the others (and JSON samples) owned.
+            let borrowed = match kind {
+                InputKind::Metric => decode_metric_value(value, &mut self.labels),
+                _ => None,
+            };
+            match borrowed {
+                Some(m) => m.map(Decoded::Metric),
+                None => decode_value(kind, value).map(Decoded::Input),
+            }
+            .map_err(|e| (e.code(), e.to_string()))
+            .and_then(|d| match d {
+                Decoded::Input(input) => {
+                    authenticate(self.cfg.approval_key.as_ref(), input).map(Decoded::Input)
+                }
+                metric => Ok(metric),
+            })
         };
         match verdict {
-            Ok(input) => {
-                if let crate::records::Input::Control(c) = &input {
+            Ok(decoded) => {
+                if let Decoded::Input(crate::records::Input::Control(c)) = &decoded {
                     self.policy.requested |= c.reload_policy;
                 }
-                if let crate::records::Input::Result(r) = &input {
+                if let Decoded::Input(crate::records::Input::Result(r)) = &decoded {
                     self.metrics.result(r.status);
                 }
                 let ts = now.map_or(kafka_ts, |n| n.max(kafka_ts));
@@ -766,18 +824,25 @@ impl Runtime {
                     .traces
                     .as_ref()
                     .map(|_| std::time::SystemTime::now());
-                let rec = Record {
-                    ts: Timestamp(ts),
-                    input,
-                };
+                let ts = Timestamp(ts);
                 // Event time never goes back here, so the core cannot
                 // refuse the record as late.
-                let _ = shard.core.process(&rec, &mut shard.outputs);
+                let command = match decoded {
+                    Decoded::Metric(m) => {
+                        let _ = shard.core.process_metric(ts, m, &mut shard.outputs);
+                        None
+                    }
+                    Decoded::Input(input) => {
+                        let rec = Record { ts, input };
+                        let _ = shard.core.process(&rec, &mut shard.outputs);
+                        match rec.input {
+                            crate::records::Input::Result(r) => Some(r.command_id),
+                            _ => None,
+                        }
+                    }
+                };
                 if let (Some(tr), Some(started)) = (&self.cfg.traces, started) {
-                    let command = match &rec.input {
-                        crate::records::Input::Result(r) => Some(r.command_id.as_str()),
-                        _ => None,
-                    };
+                    let command = command.as_deref();
                     tr.decisions(
                         &self.cfg.policy,
                         &shard.outputs[before..],
@@ -790,7 +855,7 @@ impl Runtime {
                 if self.cfg.telemetry {
                     shard.observer.observe(&shard.outputs[before..]);
                 }
-                shard.journal.push_record(t as u8, off, ts, value);
+                shard.journal.push_record(t as u8, off, ts.0, value);
                 self.emitted(p, before, urgent);
             }
             Err((code, reason)) => {
@@ -1443,6 +1508,8 @@ fn run_once(
         counters: counters.clone(),
         metrics: Arc::new(EngineMetrics::new()),
         topic_counters: TopicCounters::new(&topics.inputs()),
+        labels: LabelBuf::new(),
+        clock: Clock::now(),
     }));
     let gauges = EngineGauges::new(&cfg.policy);
     let mut cc = cfg.kafka.consumer_config()?;
@@ -1485,53 +1552,82 @@ fn run_once(
         let mut last_tick = Instant::now();
         let mut last_pace = Instant::now();
         let mut last_gauges = Instant::now();
+        let mut busy = false;
+        let lock = || {
+            rt.lock()
+                .map_err(|_| LiveError::Other("engine state lock poisoned".into()))
+        };
         while !stop.load(Ordering::Relaxed) {
-            let busy = rt.lock().map(|r| r.pending > 0).unwrap_or(false);
             let wait = if busy {
                 StdDuration::from_millis(5)
             } else {
                 StdDuration::from_millis(100)
             };
-            let polled = consumer.poll(wait);
+            // A batch: the first record waits up to `wait`, the rest are
+            // what the consumer already holds. Timers, commits and the
+            // producer's callbacks are served once per batch, and the
+            // clocks read every CLOCK_EVERY records. The state lock is not
+            // held across `poll`, where rebalance callbacks take it.
+            let mut polled = consumer.poll(wait);
+            let mut n = 0;
+            while let Some(got) = polled {
+                if let Some(e) = failed.lock().ok().and_then(|mut g| g.take()) {
+                    return Err(e);
+                }
+                let mut rt = lock()?;
+                if n % CLOCK_EVERY == 0 {
+                    rt.clock = Clock::now();
+                }
+                match got {
+                    Ok(m) => {
+                        if n == 0 {
+                            health.mark_up();
+                        }
+                        if !rt.behind.contains_key(&m.partition()) {
+                            // A partition's first record: its inputs'
+                            // positions are needed before anything is
+                            // decided.
+                            rt.pace(&consumer);
+                        }
+                        rt.on_message(&m);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "consumer error");
+                    }
+                }
+                n += 1;
+                // A command waits for no more records.
+                if n == POLL_BATCH || rt.urgent || rt.pending >= rt.cfg.max_batch {
+                    break;
+                }
+                drop(rt);
+                polled = consumer.poll(StdDuration::ZERO);
+            }
             if let Some(e) = failed.lock().ok().and_then(|mut g| g.take()) {
                 return Err(e);
             }
-            let mut rt = rt
-                .lock()
-                .map_err(|_| LiveError::Other("engine state lock poisoned".into()))?;
-            match polled {
-                None => {}
-                Some(Ok(m)) => {
-                    health.mark_up();
-                    if !rt.behind.contains_key(&m.partition()) {
-                        // A partition's first record: its inputs' positions
-                        // are needed before anything is decided.
-                        rt.pace(&consumer);
-                    }
-                    rt.on_message(&m);
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "consumer error");
-                }
-            }
-            if last_pace.elapsed() >= StdDuration::from_millis(20) {
+            let mut rt = lock()?;
+            let now = Clock::now();
+            rt.clock = now;
+            if now.mono.duration_since(last_pace) >= StdDuration::from_millis(20) {
                 rt.pace(&consumer);
-                last_pace = Instant::now();
+                last_pace = now.mono;
                 cfg.status.beat();
             }
-            if last_tick.elapsed() >= StdDuration::from_millis(200) {
+            if now.mono.duration_since(last_tick) >= StdDuration::from_millis(200) {
                 rt.tick(&consumer);
-                last_tick = Instant::now();
+                last_tick = now.mono;
             }
-            if cfg.telemetry && last_gauges.elapsed() >= StdDuration::from_secs(1) {
+            if cfg.telemetry && now.mono.duration_since(last_gauges) >= StdDuration::from_secs(1) {
                 gauges.update(rt.shards.values().map(|s| &s.core));
-                last_gauges = Instant::now();
+                last_gauges = now.mono;
             }
             if rt.due() {
                 rt.commit(&consumer)?;
             }
             rt.check_policy(&consumer)?;
             rt.producer.poll(StdDuration::ZERO);
+            busy = rt.pending > 0;
         }
         let mut rt = rt
             .lock()

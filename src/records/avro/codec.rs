@@ -179,6 +179,23 @@ pub(super) fn metric_at(r: &mut Reader<'_>) -> Result<Result<MetricSample>> {
     Ok(check())
 }
 
+/// Reads a whole `MetricSample` datum as [`read_metric`] does, with the
+/// same errors in the same order, into `labels`' storage: nothing is
+/// allocated once the buffer has grown to the label sets seen.
+pub(super) fn read_metric_ref<'a>(
+    datum: &'a [u8],
+    labels: &'a mut LabelBuf,
+) -> Result<MetricRef<'a>> {
+    let (name, value, timestamp) = whole(datum, |r| metric_ref_at(r, labels))?;
+    let timestamp = opt_time("timestamp", Some(timestamp))?;
+    Ok(MetricRef {
+        name,
+        labels: labels.finish(),
+        value,
+        timestamp,
+    })
+}
+
 /// What [`metric_at`] reads, borrowed from the datum: the name (or the
 /// last `__name__` label when the name is empty), the value and the
 /// timestamp text; the other labels are left in `labels`. Content errors

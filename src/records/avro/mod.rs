@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 
 use apache_avro::Schema;
 
-use super::input::{DecodeError, Input, InputKind};
+use super::input::{DecodeError, Input, InputKind, MetricRef};
+use super::labels::LabelBuf;
 use super::output::Output;
 
 pub use rabin::fingerprint64;
@@ -453,16 +454,44 @@ pub fn decode_value(kind: InputKind, bytes: &[u8]) -> Result<Input, DecodeError>
             Input::from_json(kind, text)
         }
         (Framing::SingleObject(t), datum) => {
-            if input_type(kind) != Some(t) {
-                return Err(DecodeError::Avro(format!(
-                    "single-object value has the {t} schema, expected a {} record",
-                    kind.as_str()
-                )));
-            }
+            expect_schema(kind, t)?;
             decode_input(kind, datum)
         }
         (Framing::Confluent(_), datum) => decode_input(kind, datum),
     }
+}
+
+/// A single-object value must carry the schema of the topic's kind.
+fn expect_schema(kind: InputKind, t: RecordType) -> Result<(), DecodeError> {
+    if input_type(kind) == Some(t) {
+        Ok(())
+    } else {
+        Err(DecodeError::Avro(format!(
+            "single-object value has the {t} schema, expected a {} record",
+            kind.as_str()
+        )))
+    }
+}
+
+/// Decodes a metric sample's Kafka value as [`decode_value`] does, with
+/// the same errors, but borrowed from `bytes` and `labels` (whose storage
+/// is reused from record to record): the engine's per-record path, which
+/// allocates nothing for a sample of a series it has seen. `None` for a
+/// JSON value, which [`decode_value`] decodes.
+pub fn decode_metric_value<'a>(
+    bytes: &'a [u8],
+    labels: &'a mut LabelBuf,
+) -> Option<Result<MetricRef<'a>, DecodeError>> {
+    let datum = match detect_framing(bytes) {
+        Err(e) => return Some(Err(e)),
+        Ok((Framing::Json, _)) => return None,
+        Ok((Framing::SingleObject(t), datum)) => match expect_schema(InputKind::Metric, t) {
+            Ok(()) => datum,
+            Err(e) => return Some(Err(e)),
+        },
+        Ok((Framing::Confluent(_), datum)) => datum,
+    };
+    Some(codec::read_metric_ref(datum, labels))
 }
 
 #[cfg(test)]
@@ -499,6 +528,64 @@ mod tests {
             decode_value(InputKind::Approval, &v1),
             Ok(Input::Approval(a))
         );
+    }
+
+    /// A metric datum written field by field, so broken ones can be made.
+    fn metric_datum(ts: &str, value: &str, name: &str, labels: &[(&str, &str)]) -> Vec<u8> {
+        let mut w = wire::Writer::default();
+        w.str(ts);
+        w.str(value);
+        w.str(name);
+        w.map_str(labels.len(), labels.iter().copied());
+        w.into_bytes()
+    }
+
+    #[test]
+    fn borrowed_metric_decoding_agrees_with_decode_value() {
+        let ok = [("service", "api"), ("code", "500")];
+        let mut values = vec![
+            metric_datum("2026-01-01T00:00:00Z", "12.5", "http_requests_total", &ok),
+            metric_datum("", "3", "", &[("__name__", "up"), ("job", "x")]),
+            metric_datum("", "3", "m", &[("a", "1"), ("a", "2"), ("__name__", "n")]),
+            metric_datum("0001-01-01T00:00:00Z", "1", "m", &[]),
+            metric_datum("yesterday", "1", "m", &ok),
+            metric_datum("", "NaN", "m", &ok),
+            metric_datum("", "-4", "requests_total", &ok),
+            metric_datum("", "1", "", &ok),
+            metric_datum("", "1e400", "m", &ok),
+        ];
+        let mut trailing = metric_datum("", "1", "m", &ok);
+        trailing.push(0);
+        values.push(trailing);
+        let mut cut = metric_datum("", "1", "m", &ok);
+        cut.truncate(cut.len() - 2);
+        values.push(cut);
+        let mut framed: Vec<Vec<u8>> = values
+            .iter()
+            .flat_map(|d| {
+                [
+                    single_object_encode(RecordType::MetricSample, d),
+                    confluent_encode(7, d),
+                ]
+            })
+            .collect();
+        framed.push(single_object_encode(RecordType::Alert, &values[0]));
+        framed.push(vec![0xc3, 0x01, 1, 2]);
+        framed.push(vec![0x7f, 1]);
+        framed.push(Vec::new());
+        let mut labels = LabelBuf::new();
+        let mut seen_ok = 0;
+        for bytes in &framed {
+            let owned = decode_value(InputKind::Metric, bytes);
+            let borrowed = decode_metric_value(bytes, &mut labels)
+                .expect("an Avro value")
+                .map(|m| Input::Metric(m.to_sample()));
+            assert_eq!(borrowed, owned, "{bytes:?}");
+            seen_ok += usize::from(owned.is_ok());
+        }
+        assert_eq!(seen_ok, 8, "the valid samples decode in both framings");
+        let json = br#"{"name":"m","labels":{},"value":1}"#;
+        assert!(decode_metric_value(json, &mut labels).is_none());
     }
 
     #[test]
