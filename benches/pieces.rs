@@ -16,9 +16,11 @@ use std::time::{Duration as StdDuration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use selfheal::live::wire::{encode_input, replay_line, Format};
 use selfheal::policy::{parse, Policy, Selector};
-use selfheal::records::avro::decode_value;
+use selfheal::records::avro::{decode_metric_value, decode_value};
 use selfheal::records::line::{Decoded, LineDecoder};
-use selfheal::records::{Alert, AlertStatus, Fixed, Input, InputKind, Labels, MetricSample};
+use selfheal::records::{
+    Alert, AlertStatus, Fixed, Input, InputKind, LabelBuf, Labels, MetricSample,
+};
 use selfheal::slo::window::Windows;
 use selfheal::slo::SloSet;
 use selfheal::time::{Duration, Timestamp, DAY, MINUTE};
@@ -254,7 +256,9 @@ fn matcher_eval(c: &mut Criterion) {
 /// `Input` through `decode_value` (framing detection, then the Avro codec
 /// or the JSON decoder), for a metric sample with four labels and a
 /// Prometheus alert with six labels and two annotations, each written by
-/// `encode_input` as Avro single-object and as JSON; and one replay line
+/// `encode_input` as Avro single-object and as JSON; the same Avro sample
+/// through `decode_metric_value`, the live engine's path, which decodes
+/// into a reused label buffer and borrows the rest; and one replay line
 /// of the same metric sample through `LineDecoder`, the allocation-free
 /// JSON Lines scanner that borrows the name and labels. Why: decoding is
 /// the largest per-record cost of live ingestion and of replay, and Avro
@@ -294,6 +298,22 @@ fn decode(c: &mut Criterion) {
             b.iter(|| decode_value(black_box(kind), black_box(&bytes)))
         });
     }
+    let avro = encode_input(&metric, Format::Avro).expect("encodable");
+    let mut labels = LabelBuf::new();
+    let Some(Ok(m)) = decode_metric_value(&avro, &mut labels) else {
+        panic!("not a decodable Avro metric sample");
+    };
+    assert_eq!(Input::Metric(m.to_sample()), metric);
+    g.bench_function("metric_avro_borrowed", |b| {
+        b.iter(
+            || match decode_metric_value(black_box(&avro), &mut labels) {
+                Some(Ok(m)) => {
+                    black_box((m.name, m.labels.len(), m.value, m.timestamp));
+                }
+                other => panic!("not decoded: {:?}", other.map(|r| r.map(|m| m.to_sample()))),
+            },
+        )
+    });
     let json = encode_input(&metric, Format::Json).expect("encodable");
     let line = replay_line(Timestamp(T0), InputKind::Metric, &json).expect("replay line");
     let mut dec = LineDecoder::new();
