@@ -22,15 +22,27 @@ cd "$(dirname "$0")/.."
 length=${1:-30m}
 [[ $# -gt 0 ]] && shift
 partitions=${SOAK_PARTITIONS:-12}
-dir=target/soak
 prefix="selfheal-soak-$(date +%s)."
-mkdir -p "$dir"
+# The broker's files, one directory per run so two soaks do not clash;
+# kept (and named) when the run fails.
+mkdir -p target/soak
+dir=$(mktemp -d target/soak/broker.XXXXXX)
 
 cargo build --release --quiet
 ./target/release/selfheal broker --partitions "$partitions" --topic-prefix "$prefix" \
     >"$dir/broker.env" 2>"$dir/broker.log" &
 broker=$!
-trap 'kill "$broker" 2>/dev/null || true; wait "$broker" 2>/dev/null || true' EXIT
+finish() {
+    local rc=$?
+    kill "$broker" 2>/dev/null || true
+    wait "$broker" 2>/dev/null || true
+    if [[ $rc -eq 0 ]]; then
+        rm -rf "$dir"
+    else
+        echo "soak.sh: the broker's output is in $dir" >&2
+    fi
+}
+trap finish EXIT
 for _ in $(seq 300); do
     grep -q '^SELFHEAL_BROKERS=' "$dir/broker.env" 2>/dev/null && break
     kill -0 "$broker" 2>/dev/null || { cat "$dir/broker.log" >&2; exit 1; }

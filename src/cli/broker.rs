@@ -41,7 +41,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     // The one line on standard output, as `scripts/broker.sh start` prints.
     println!("SELFHEAL_BROKERS={brokers}");
     std::io::stdout().flush().ok();
-    let stop = super::live::stop_on_signal(&rt);
+    let stop = super::live::stop_on_signal(&rt, "the topics and their records are dropped");
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -136,8 +136,9 @@ fn load_policy(path: &std::path::Path) -> anyhow::Result<Arc<selfheal::policy::P
     }
 }
 
-/// Sets the flag on SIGINT or SIGTERM.
-pub fn stop_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
+/// Sets the flag on SIGINT or SIGTERM, saying on stderr what the command
+/// does before it exits (`then`).
+pub fn stop_on_signal(rt: &tokio::runtime::Runtime, then: &'static str) -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     rt.spawn(async move {
@@ -147,7 +148,7 @@ pub fn stop_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
         }
-        eprintln!("selfheal: stopping (committing the current batch)");
+        eprintln!("selfheal: stopping ({then})");
         s.store(true, Ordering::Relaxed);
     });
     stop
@@ -188,7 +189,7 @@ pub fn engine(a: EngineArgs) -> anyhow::Result<i32> {
     cfg.traces = traces(a.otlp_endpoint, "selfheal-engine", &cfg.instance)?;
     let rt = runtime()?;
     cfg.telemetry = a.metrics.start(&rt, "engine", &cfg.status)?;
-    let stop = stop_on_signal(&rt);
+    let stop = stop_on_signal(&rt, "committing the current batch");
     let counters = Arc::new(EngineCounters::default());
     let res = selfheal::live::engine::run(&cfg, &stop, &counters);
     if let Some(t) = &cfg.traces {
@@ -268,7 +269,7 @@ pub fn executor(a: ExecutorArgs) -> anyhow::Result<i32> {
     let traces = cfg.traces.clone();
     let rt = runtime()?;
     cfg.telemetry = a.metrics.start(&rt, "executor", &cfg.status)?;
-    let stop = stop_on_signal(&rt);
+    let stop = stop_on_signal(&rt, "letting running commands finish and report");
     let counters = Arc::new(ExecutorCounters::default());
     let res = rt.block_on(selfheal::live::executor::run(
         cfg,
@@ -635,7 +636,7 @@ pub fn audit(cmd: AuditCmd) -> anyhow::Result<i32> {
         AuditCmd::Verify(a) => return audit_verify(a),
     };
     let rt = runtime()?;
-    let stop = stop_on_signal(&rt);
+    let stop = stop_on_signal(&rt, "no more records are printed");
     let topic = a.kafka.topics().audit;
     let mut v = ChainVerifier::default();
     let mut broken = 0u64;

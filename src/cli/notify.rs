@@ -52,7 +52,10 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     svc.start_earliest = a.start == "earliest";
     let rt = super::live::runtime()?;
     svc.telemetry = a.metrics.start(&rt, "notify", &svc.status)?;
-    let stop = super::live::stop_on_signal(&rt);
+    let stop = super::live::stop_on_signal(
+        &rt,
+        "an escalation not yet delivered is delivered after a restart",
+    );
     let counters = Arc::new(NotifyCounters::default());
     rt.block_on(selfheal::live::notify::run(
         svc,
