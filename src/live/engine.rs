@@ -671,13 +671,7 @@ impl Runtime {
         };
         let p = m.partition();
         let key = (t as u8, p);
-        let seen = self.clock.mono;
-        match self.last_seen.get_mut(&key) {
-            Some(at) => *at = seen,
-            None => {
-                self.last_seen.insert(key, seen);
-            }
-        }
+        self.last_seen.insert(key, self.clock.mono);
         let Some(shard) = self.shards.get(&p) else {
             return;
         };
@@ -1580,9 +1574,7 @@ fn run_once(
                 }
                 match got {
                     Ok(m) => {
-                        if n == 0 {
-                            health.mark_up();
-                        }
+                        health.mark_up();
                         if !rt.behind.contains_key(&m.partition()) {
                             // A partition's first record: its inputs'
                             // positions are needed before anything is
