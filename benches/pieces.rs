@@ -16,7 +16,7 @@ use std::time::{Duration as StdDuration, Instant};
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use selfheal::live::wire::{encode_input, replay_line, Format};
 use selfheal::policy::{parse, Policy, Selector};
-use selfheal::records::avro::{decode_metric_value, decode_value};
+use selfheal::records::avro::{decode_metric_value, decode_value, scan_metric_value};
 use selfheal::records::line::{Decoded, LineDecoder};
 use selfheal::records::{
     Alert, AlertStatus, Fixed, Input, InputKind, LabelBuf, Labels, MetricSample,
@@ -257,8 +257,11 @@ fn matcher_eval(c: &mut Criterion) {
 /// or the JSON decoder), for a metric sample with four labels and a
 /// Prometheus alert with six labels and two annotations, each written by
 /// `encode_input` as Avro single-object and as JSON; the same Avro sample
-/// through `decode_metric_value`, the live engine's path, which decodes
-/// into a reused label buffer and borrows the rest; and one replay line
+/// through `decode_metric_value`, the live engine's path for a new
+/// series, which decodes into a reused label buffer and borrows the rest;
+/// through `scan_metric_value` and `MetricScan::check`, its path for a
+/// sample of a series it has seen (the series part is stepped over, not
+/// decoded; its lookup by those bytes is not included); and one replay line
 /// of the same metric sample through `LineDecoder`, the allocation-free
 /// JSON Lines scanner that borrows the name and labels. Why: decoding is
 /// the largest per-record cost of live ingestion and of replay, and Avro
@@ -313,6 +316,15 @@ fn decode(c: &mut Criterion) {
                 other => panic!("not decoded: {:?}", other.map(|r| r.map(|m| m.to_sample()))),
             },
         )
+    });
+    g.bench_function("metric_avro_scan", |b| {
+        b.iter(|| match scan_metric_value(black_box(&avro)) {
+            Some(s) => match s.check("http_requests_total") {
+                Ok(v) => black_box((s.series.len(), v)),
+                Err(e) => panic!("refused: {e}"),
+            },
+            None => panic!("not scanned"),
+        })
     });
     let json = encode_input(&metric, Format::Json).expect("encodable");
     let line = replay_line(Timestamp(T0), InputKind::Metric, &json).expect("replay line");

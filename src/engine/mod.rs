@@ -23,8 +23,8 @@ mod state;
 use std::sync::Arc;
 
 use crate::policy::Policy;
-use crate::records::{Audit, Emitted, GuardrailCheck, Input, MetricRef, Output, Record};
-use crate::slo::SloSet;
+use crate::records::{Audit, Emitted, Fixed, GuardrailCheck, Input, MetricRef, Output, Record};
+use crate::slo::{SeriesId, SloSet};
 use crate::time::{Timestamp, MINUTE};
 
 pub use audit::{canonical_json, check_link, compute_hash, verify_chain, ChainError, GENESIS};
@@ -233,17 +233,48 @@ impl Engine {
 
     /// Handles one metric sample at event time `ts`, as [`Engine::process`]
     /// handles a metric record; the sample may borrow a decoder's buffers.
+    /// `raw`, when given, is the bytes its name and labels were decoded
+    /// from (an Avro datum's series part): [`Engine::known_series`] finds
+    /// the series by them from then on.
     pub fn process_metric(
         &mut self,
         ts: Timestamp,
         m: MetricRef<'_>,
+        raw: Option<&[u8]>,
         out: &mut Vec<Emitted>,
     ) -> Result<(), EngineError> {
         self.advance(ts, out)?;
         if self.state.instances.active() {
             self.state.instances.observe(ts, m.labels);
         }
-        self.slos.observe_ref(ts, m);
+        self.slos.observe_ref(ts, m, raw);
+        Ok(())
+    }
+
+    /// The series whose name and labels were decoded from `raw` by an
+    /// earlier [`Engine::process_metric`], and its metric name: a sample
+    /// with the same series bytes can go to [`Engine::process_series`]
+    /// without its labels being decoded. `None` while a blast radius
+    /// counts instances, which needs every sample's labels.
+    pub fn known_series(&self, raw: &[u8]) -> Option<(SeriesId, &str)> {
+        if self.state.instances.active() {
+            return None;
+        }
+        self.slos.find_raw(raw)
+    }
+
+    /// Handles a sample of a series found by [`Engine::known_series`] with
+    /// value `value` at event time `ts`: the same as [`Engine::process_metric`]
+    /// with the decoded sample.
+    pub fn process_series(
+        &mut self,
+        ts: Timestamp,
+        id: SeriesId,
+        value: Fixed,
+        out: &mut Vec<Emitted>,
+    ) -> Result<(), EngineError> {
+        self.advance(ts, out)?;
+        self.slos.observe_id(ts, id, value);
         Ok(())
     }
 

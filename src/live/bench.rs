@@ -44,8 +44,7 @@ use crate::engine::Engine;
 use crate::policy::Policy;
 use crate::records::avro::{MetricTemplate, MetricTemplateWriter};
 use crate::records::{
-    ActionResult, Alert, AlertStatus, Fixed, Input, Labels, MetricSample, Output, Record,
-    ResultStatus,
+    ActionResult, Alert, AlertStatus, Fixed, Input, Labels, MetricSample, Output, ResultStatus,
 };
 use crate::time::Timestamp;
 
@@ -1232,20 +1231,19 @@ fn slo_memory(policy: &Arc<Policy>, gen: &mut Gen) -> Memory {
     let mut core = Engine::new(policy.clone());
     let mut out = Vec::new();
     let t0 = wall_ms() - 3_600_000;
+    let mut labels = crate::records::LabelBuf::new();
+    // Decided as the live engine decides them, so what it keeps to find a
+    // series by its bytes is counted.
     for round in 0..2 {
         for _ in 0..gen.series() {
             let (_, value) = gen.metric(t0 + round * 60_000);
-            if let Ok(input) = crate::records::avro::decode_value(
+            if let Ok(d) = super::engine::decode(
+                &core,
                 crate::records::InputKind::Metric,
-                value.as_slice(),
+                &value,
+                &mut labels,
             ) {
-                let _ = core.process(
-                    &Record {
-                        ts: Timestamp(t0 + round * 60_000),
-                        input,
-                    },
-                    &mut out,
-                );
+                d.apply(&mut core, Timestamp(t0 + round * 60_000), &mut out);
             }
         }
     }

@@ -85,7 +85,7 @@ impl Driver {
     ) -> Result<bool, String> {
         let (ts, late) = self.effective(ts);
         self.engine
-            .process_metric(ts, m, &mut *out)
+            .process_metric(ts, m, None, &mut *out)
             .map_err(|e| e.to_string())?;
         Ok(late)
     }

@@ -14,11 +14,38 @@ pub mod window;
 use std::collections::BTreeSet;
 
 use crate::policy::{Policy, Ratio, Slo};
-use crate::records::{MetricRef, MetricSample};
+use crate::records::{Fixed, MetricRef, MetricSample};
 use crate::time::{Duration, Timestamp, HOUR};
 
-use series::{Role, SeriesStore};
+pub use series::SeriesId;
+use series::{Feed, Role, SeriesStore};
 use window::{Increase, Windows, COARSE_STEP};
+
+/// Adds a series' increase `inc` at `ts` to the SLOs it feeds.
+fn feed(
+    states: &mut [SloState],
+    active: &mut BTreeSet<u32>,
+    ts: Timestamp,
+    feeds: &[Feed],
+    inc: u64,
+) {
+    for f in feeds {
+        let st = &mut states[f.slo as usize];
+        st.last_seen = Some(ts);
+        if inc == 0 {
+            continue;
+        }
+        match f.role {
+            Role::Total => st.windows.add(ts, 0, inc),
+            Role::Err => st.windows.add(ts, inc, 0),
+        }
+        st.last_increase = Some(ts);
+        if !st.active {
+            st.active = true;
+            active.insert(f.slo);
+        }
+    }
+}
 
 /// A tier that started or stopped firing at a minute boundary.
 #[derive(Debug, Clone, PartialEq)]
@@ -169,32 +196,31 @@ impl SloSet {
 
     /// Feeds one sample observed at event time `ts`.
     pub fn observe(&mut self, ts: Timestamp, m: &MetricSample) {
-        self.observe_ref(ts, m.as_ref());
+        self.observe_ref(ts, m.as_ref(), None);
     }
 
-    /// [`SloSet::observe`] for a sample borrowed from a decoder's buffers.
-    pub fn observe_ref(&mut self, ts: Timestamp, m: MetricRef<'_>) {
-        let states = &mut self.states;
-        let active = &mut self.active;
+    /// [`SloSet::observe`] for a sample borrowed from a decoder's buffers;
+    /// `raw` as for [`SeriesStore::observe`].
+    pub fn observe_ref(&mut self, ts: Timestamp, m: MetricRef<'_>, raw: Option<&[u8]>) {
+        let (states, active) = (&mut self.states, &mut self.active);
         self.series
-            .observe(m.name, m.labels, m.value, |feeds, inc| {
-                for f in feeds {
-                    let st = &mut states[f.slo as usize];
-                    st.last_seen = Some(ts);
-                    if inc == 0 {
-                        continue;
-                    }
-                    match f.role {
-                        Role::Total => st.windows.add(ts, 0, inc),
-                        Role::Err => st.windows.add(ts, inc, 0),
-                    }
-                    st.last_increase = Some(ts);
-                    if !st.active {
-                        st.active = true;
-                        active.insert(f.slo);
-                    }
-                }
+            .observe(m.name, m.labels, m.value, raw, |feeds, inc| {
+                feed(states, active, ts, feeds, inc)
             });
+    }
+
+    /// The series a full decode read from `raw` before, and its metric
+    /// name (see [`SeriesStore::find_raw`]).
+    pub fn find_raw(&self, raw: &[u8]) -> Option<(SeriesId, &str)> {
+        self.series.find_raw(raw)
+    }
+
+    /// [`SloSet::observe`] for a sample of a series found by
+    /// [`SloSet::find_raw`]: the same effect as observing the sample decoded.
+    pub fn observe_id(&mut self, ts: Timestamp, id: SeriesId, value: Fixed) {
+        let (states, active) = (&mut self.states, &mut self.active);
+        self.series
+            .observe_id(id, value, |feeds, inc| feed(states, active, ts, feeds, inc));
     }
 
     /// True when some SLO could change state at the next boundary.

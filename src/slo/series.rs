@@ -146,8 +146,19 @@ pub struct SeriesStore {
     index: SelectorIndex,
     /// First series of each key hash; further ones are chained by `next`.
     by_hash: FxHashMap<u64, usize>,
+    /// Series by the bytes a decoder read their name and labels from
+    /// (an Avro datum's series part, see
+    /// [`crate::records::avro::MetricScan`]): a sample of a known series
+    /// is found without decoding its labels. A series may have more than
+    /// one entry (labels written in another order); past
+    /// [`SeriesStore::raw_limit`] entries the map starts again.
+    by_raw: FxHashMap<Box<[u8]>, usize>,
     series: Vec<SeriesState>,
 }
+
+/// A series found by [`SeriesStore::find_raw`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeriesId(usize);
 
 fn key_hash(name: &str, labels: LabelsRef<'_>) -> u64 {
     use std::hash::{Hash, Hasher};
@@ -162,8 +173,23 @@ impl SeriesStore {
         SeriesStore {
             index: SelectorIndex::build(slos),
             by_hash: FxHashMap::default(),
+            by_raw: FxHashMap::default(),
             series: Vec::new(),
         }
+    }
+
+    /// Most entries of `by_raw`: two encodings of each series and a
+    /// margin, so labels re-ordered by a hostile or careless writer cost
+    /// bounded memory.
+    fn raw_limit(&self) -> usize {
+        2 * self.series.len() + 1024
+    }
+
+    /// The series whose name and labels a full decode read from `raw`
+    /// before, and its metric name.
+    pub fn find_raw(&self, raw: &[u8]) -> Option<(SeriesId, &str)> {
+        let &i = self.by_raw.get(raw)?;
+        Some((SeriesId(i), &self.series[i].name))
     }
 
     pub fn series_count(&self) -> usize {
@@ -181,35 +207,61 @@ impl SeriesStore {
             .sum::<usize>()
             + self.series.capacity() * size_of::<SeriesState>();
         let by_hash = self.by_hash.capacity() * (size_of::<(u64, usize)>() + 1);
-        series + by_hash + self.index.heap_bytes()
+        let by_raw = self.by_raw.capacity() * (size_of::<(Box<[u8]>, usize)>() + 1)
+            + self.by_raw.keys().map(|k| k.len()).sum::<usize>();
+        series + by_hash + by_raw + self.index.heap_bytes()
     }
 
     /// Records a sample and hands its increase (0 for a baseline) and the
     /// SLOs it feeds to `apply`. Series that feed no SLO are remembered
     /// with no feeds, so the selector match runs once per series, not once
     /// per sample.
+    /// `raw`, when given, is the bytes the sample's name and labels were
+    /// decoded from: [`SeriesStore::find_raw`] finds the series by them
+    /// from then on.
     pub fn observe(
         &mut self,
         name: &str,
         labels: LabelsRef<'_>,
         value: Fixed,
-        mut apply: impl FnMut(&[Feed], u64),
+        raw: Option<&[u8]>,
+        apply: impl FnMut(&[Feed], u64),
     ) {
+        let i = self.find_or_add(name, labels, value, apply);
+        if let Some(raw) = raw {
+            if self.by_raw.len() >= self.raw_limit() {
+                self.by_raw.clear();
+            }
+            self.by_raw.insert(raw.into(), i);
+        }
+    }
+
+    /// [`SeriesStore::observe`] for a series found by
+    /// [`SeriesStore::find_raw`].
+    pub fn observe_id(&mut self, id: SeriesId, value: Fixed, mut apply: impl FnMut(&[Feed], u64)) {
+        let st = &mut self.series[id.0];
+        let inc = increase(st.last, value);
+        st.last = value;
+        apply(&st.feeds, inc);
+    }
+
+    fn find_or_add(
+        &mut self,
+        name: &str,
+        labels: LabelsRef<'_>,
+        value: Fixed,
+        mut apply: impl FnMut(&[Feed], u64),
+    ) -> usize {
         let key = key_hash(name, labels);
         let head = self.by_hash.get(&key).copied();
         let mut at = head;
         while let Some(i) = at {
             let st = &mut self.series[i];
             if &*st.name == name && labels.same_as(&st.labels) {
-                let inc = if value.0 >= st.last.0 {
-                    value.0 - st.last.0
-                } else {
-                    // Counter reset: the new value is all increase since the reset.
-                    value.0.max(0)
-                };
+                let inc = increase(st.last, value);
                 st.last = value;
-                apply(&st.feeds, inc as u64);
-                return;
+                apply(&st.feeds, inc);
+                return i;
             }
             at = st.next;
         }
@@ -225,5 +277,41 @@ impl SeriesStore {
             next: head,
         });
         self.by_hash.insert(key, id);
+        id
+    }
+}
+
+/// A counter's increase from `last` to `value`.
+fn increase(last: Fixed, value: Fixed) -> u64 {
+    if value.0 >= last.0 {
+        (value.0 - last.0) as u64
+    } else {
+        // Counter reset: the new value is all increase since the reset.
+        value.0.max(0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::LabelBuf;
+
+    #[test]
+    fn series_bytes_are_remembered_within_a_bound() {
+        let mut store = SeriesStore::new(&[]);
+        let mut buf = LabelBuf::new();
+        buf.push("service", "api");
+        let labels = buf.finish();
+        // One series written in ever new ways (a writer that reorders or
+        // pads labels): its entries are bounded, the newest is found.
+        for i in 0..5000u32 {
+            let raw = i.to_le_bytes();
+            store.observe("m", labels, Fixed(i64::from(i)), Some(&raw), |_, _| {});
+            assert!(store.by_raw.len() <= store.raw_limit());
+            let (id, name) = store.find_raw(&raw).expect("just remembered");
+            assert_eq!((id, name), (SeriesId(0), "m"));
+        }
+        assert_eq!(store.series_count(), 1);
+        assert_eq!(store.find_raw(b"never seen"), None);
     }
 }

@@ -217,17 +217,65 @@ pub(super) fn metric_ref_at<'a>(
         }
     })
     .at("labels")?;
-    let check = || -> Result<(&'a str, Fixed, &'a str)> {
-        let value = Fixed::parse(value)?;
-        let name = match (name, dunder) {
-            (n, _) if !n.is_empty() => n,
-            (_, Some(n)) if !n.is_empty() => n,
-            _ => return Err(DecodeError::Missing("name")),
-        };
-        crate::records::value::check_counter(name, value)?;
-        Ok((name, value, timestamp))
+    let name = match (name, dunder) {
+        (n, _) if !n.is_empty() => Some(n),
+        (_, Some(n)) if !n.is_empty() => Some(n),
+        _ => None,
     };
-    Ok(check())
+    Ok(check_metric(value, name).map(|(name, value)| (name, value, timestamp)))
+}
+
+/// The content checks of a metric datum before its timestamp's, in
+/// [`metric_at`]'s order: the value, then the name (`None`: neither the
+/// `name` field nor a `__name__` label gives one), then the counter sign.
+fn check_metric<'a>(value: &str, name: Option<&'a str>) -> Result<(&'a str, Fixed)> {
+    let value = Fixed::parse(value)?;
+    let name = name.ok_or(DecodeError::Missing("name"))?;
+    crate::records::value::check_counter(name, value)?;
+    Ok((name, value))
+}
+
+/// A `MetricSample` datum read only as far as a sample of a known series
+/// needs: the bytes of its series part (the `name` field and the `labels`
+/// map, as written) and the text of its value and timestamp. The series
+/// part's text is stepped over, not checked, so the bytes can only stand
+/// for a series that a full decode of the same bytes found before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricScan<'a> {
+    /// The `name` and `labels` fields' bytes.
+    pub series: &'a [u8],
+    value: &'a str,
+    timestamp: &'a str,
+}
+
+impl MetricScan<'_> {
+    /// The rest of [`read_metric_ref`]'s checks, in its order, for a
+    /// datum whose series part decoded before to a series named `name`:
+    /// the value, the counter sign, the timestamp. The result is what a
+    /// full decode gives, errors included.
+    pub fn check(&self, name: &str) -> std::result::Result<Fixed, DecodeError> {
+        let (_, value) = check_metric(self.value, Some(name))?;
+        opt_time("timestamp", Some(self.timestamp))?;
+        Ok(value)
+    }
+}
+
+/// Scans a whole `MetricSample` datum into a [`MetricScan`]; `None` when
+/// the bytes do not fit the schema (a full decode says why).
+pub(super) fn scan_metric(datum: &[u8]) -> Option<MetricScan<'_>> {
+    let mut r = Reader::new(datum);
+    let timestamp = r.str().ok()?;
+    let value = r.str().ok()?;
+    let from = r.position();
+    r.skip_str().ok()?;
+    r.skip_map_str().ok()?;
+    let series = r.since(from);
+    r.finish().ok()?;
+    Some(MetricScan {
+        series,
+        value,
+        timestamp,
+    })
 }
 
 pub(super) fn write_metric(m: &MetricSample) -> Vec<u8> {

@@ -19,6 +19,7 @@ use super::input::{DecodeError, Input, InputKind, MetricRef};
 use super::labels::LabelBuf;
 use super::output::Output;
 
+pub use codec::MetricScan;
 pub use rabin::fingerprint64;
 
 /// One Avro schema per record type; the name is the schema's file stem.
@@ -494,6 +495,23 @@ pub fn decode_metric_value<'a>(
     Some(codec::read_metric_ref(datum, labels))
 }
 
+/// Reads an Avro metric sample's Kafka value only as far as a sample of a
+/// series seen before needs (see [`MetricScan`]): `None` for JSON, and for
+/// any value that [`decode_metric_value`] would refuse for its framing or
+/// its shape, whose error the full decode then gives. A value it scans is
+/// decoded, when its series part is new, by [`decode_metric_value`].
+pub fn scan_metric_value(bytes: &[u8]) -> Option<MetricScan<'_>> {
+    let datum = match detect_framing(bytes).ok()? {
+        (Framing::Json, _) => return None,
+        (Framing::SingleObject(t), datum) => {
+            expect_schema(InputKind::Metric, t).ok()?;
+            datum
+        }
+        (Framing::Confluent(_), datum) => datum,
+    };
+    codec::scan_metric(datum)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -586,6 +604,94 @@ mod tests {
         assert_eq!(seen_ok, 8, "the valid samples decode in both framings");
         let json = br#"{"name":"m","labels":{},"value":1}"#;
         assert!(decode_metric_value(json, &mut labels).is_none());
+    }
+
+    #[test]
+    fn a_scanned_sample_checks_as_its_full_decode() {
+        // Series parts (name, labels) crossed with value and timestamp
+        // texts: wherever a full decode of a series part succeeds, a scan
+        // of any sample with those series bytes, checked with the name
+        // that decode found, gives the full decode's value or error.
+        let series: Vec<(&str, Vec<(&str, &str)>)> = vec![
+            (
+                "http_requests_total",
+                vec![("service", "api"), ("code", "500")],
+            ),
+            (
+                "http_requests_total",
+                vec![("code", "500"), ("service", "api")],
+            ),
+            ("", vec![("__name__", "requests_total"), ("job", "x")]),
+            ("m", vec![("a", "1"), ("a", "2"), ("__name__", "n")]),
+            ("up", vec![]),
+            ("", vec![("job", "x")]),
+            ("m", vec![("bad", "zz")]),
+        ];
+        let values = ["12.5", "-4", "NaN", "1e400", " 7 ", "x"];
+        let stamps = [
+            "",
+            "2026-01-01T00:00:00Z",
+            "0001-01-01T00:00:00Z",
+            "yesterday",
+        ];
+        let (mut checked, mut refused, mut unknown) = (0, 0, 0);
+        let mut labels = LabelBuf::new();
+        for (name, pairs) in &series {
+            let mut part = metric_datum("", "1", name, pairs);
+            if let Some(at) = part.windows(2).position(|w| w == b"zz") {
+                part[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+            }
+            let framed = single_object_encode(RecordType::MetricSample, &part);
+            let Ok(Input::Metric(m)) = decode_value(InputKind::Metric, &framed) else {
+                // Never remembered by the core, so never looked up.
+                unknown += 1;
+                continue;
+            };
+            let raw = scan_metric_value(&framed)
+                .expect("a sample that decodes scans")
+                .series;
+            for v in values {
+                for ts in stamps {
+                    let mut d = metric_datum(ts, v, name, pairs);
+                    if let Some(at) = d.windows(2).position(|w| w == b"zz") {
+                        d[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
+                    }
+                    for bytes in [
+                        single_object_encode(RecordType::MetricSample, &d),
+                        confluent_encode(7, &d),
+                    ] {
+                        let full = decode_metric_value(&bytes, &mut labels)
+                            .expect("Avro")
+                            .map(|m| m.value);
+                        let scan = scan_metric_value(&bytes).expect("the same shape");
+                        assert_eq!(scan.series, raw, "{bytes:?}");
+                        assert_eq!(scan.check(&m.name), full, "{name} {pairs:?} {v} {ts}");
+                        checked += 1;
+                        refused += usize::from(full.is_err());
+                    }
+                }
+            }
+        }
+        assert_eq!(unknown, 2, "a missing name and bad UTF-8 never decode");
+        assert_eq!(checked, 5 * 6 * 4 * 2);
+        assert!(refused > checked / 2, "errors of every kind are compared");
+        // What a full decode refuses for its shape or framing, a scan
+        // leaves to it.
+        let ok = metric_datum("", "1", "m", &[("a", "1")]);
+        let mut trailing = ok.clone();
+        trailing.push(0);
+        let mut cut = ok.clone();
+        cut.truncate(cut.len() - 2);
+        for bytes in [
+            single_object_encode(RecordType::MetricSample, &trailing),
+            single_object_encode(RecordType::MetricSample, &cut),
+            single_object_encode(RecordType::Alert, &ok),
+            br#"{"name":"m","labels":{},"value":1}"#.to_vec(),
+            vec![0xc3, 0x01, 1, 2],
+            Vec::new(),
+        ] {
+            assert_eq!(scan_metric_value(&bytes), None, "{bytes:?}");
+        }
     }
 
     #[test]

@@ -229,6 +229,38 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Steps over a string without checking its text: for bytes whose
+    /// content was checked before (see [`super::codec::scan_metric`]).
+    pub fn skip_str(&mut self) -> Result<()> {
+        let start = self.pos;
+        let len = usize::try_from(self.long()?)
+            .map_err(|_| malformed(start, "negative string length"))?;
+        if len > self.remaining() {
+            return Err(malformed(start, "string longer than the bytes left"));
+        }
+        self.pos += len;
+        Ok(())
+    }
+
+    /// Steps over a `map<string>` as [`Reader::skip_str`] does.
+    pub fn skip_map_str(&mut self) -> Result<()> {
+        loop {
+            let n = self.block()?;
+            if n == 0 {
+                return Ok(());
+            }
+            for _ in 0..n {
+                self.skip_str()?;
+                self.skip_str()?;
+            }
+        }
+    }
+
+    /// The bytes from `from` to the position.
+    pub fn since(&self, from: usize) -> &'a [u8] {
+        &self.buf[from..self.pos]
+    }
+
     /// Bytes read so far.
     pub fn position(&self) -> usize {
         self.pos
