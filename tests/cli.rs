@@ -193,6 +193,10 @@ fn bench_measures_the_engine_beside_a_raw_consumer_on_the_embedded_broker() {
     assert_eq!(r["engine"]["records"], 20_010);
     assert_eq!(r["engine"]["dead_lettered"], 0);
     assert_eq!(r["engine"]["commands"], 10, "one command per alert");
+    let held = r["engine"]["held"]
+        .as_u64()
+        .expect("records held by pacing");
+    assert!(held <= 20_010, "each record is held at most once: {held}");
     for phase in ["raw_consume", "engine"] {
         assert!(r[phase]["records_per_s"].as_f64().unwrap() > 0.0, "{phase}");
     }

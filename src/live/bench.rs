@@ -158,6 +158,9 @@ pub struct EngineRate {
     pub outputs: u64,
     pub commands: u64,
     pub dead_lettered: u64,
+    /// Records held back by pacing (a partition's input running ahead of
+    /// a slower one) and decided later, each copied once.
+    pub held: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -953,6 +956,7 @@ fn measure_engine(
         outputs: get(&counters.outputs),
         commands: get(&counters.commands),
         dead_lettered: get(&counters.dead_lettered),
+        held: get(&counters.paces),
     })
 }
 
