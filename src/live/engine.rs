@@ -482,6 +482,7 @@ pub(super) fn decode<'a>(
 impl Decoded<'_> {
     /// Hands the record to `core` at event time `ts`; a result's command
     /// id comes back (for its trace).
+    ///
     /// Errors are dropped: the only one is a record behind the core's
     /// event time, which the caller never hands over.
     pub(super) fn apply(
