@@ -106,6 +106,13 @@ impl<'a> Reader<'a> {
 
     pub fn str(&mut self) -> Result<&'a str> {
         let start = self.pos;
+        let b = self.str_bytes()?;
+        std::str::from_utf8(b).map_err(|_| malformed(start, "invalid UTF-8 in string"))
+    }
+
+    /// A string's bytes, length-checked but not UTF-8-checked.
+    fn str_bytes(&mut self) -> Result<&'a [u8]> {
+        let start = self.pos;
         let len = self.long()?;
         let len = usize::try_from(len)
             .map_err(|_| malformed(start, format!("negative string length {len}")))?;
@@ -119,9 +126,8 @@ impl<'a> Reader<'a> {
             ));
         }
         let b = &self.buf[self.pos..self.pos + len];
-        let s = std::str::from_utf8(b).map_err(|_| malformed(start, "invalid UTF-8 in string"))?;
         self.pos += len;
-        Ok(s)
+        Ok(b)
     }
 
     pub fn string(&mut self) -> Result<String> {
@@ -232,14 +238,7 @@ impl<'a> Reader<'a> {
     /// Steps over a string without checking its text: for bytes whose
     /// content was checked before (see [`super::codec::scan_metric`]).
     pub fn skip_str(&mut self) -> Result<()> {
-        let start = self.pos;
-        let len = usize::try_from(self.long()?)
-            .map_err(|_| malformed(start, "negative string length"))?;
-        if len > self.remaining() {
-            return Err(malformed(start, "string longer than the bytes left"));
-        }
-        self.pos += len;
-        Ok(())
+        self.str_bytes().map(|_| ())
     }
 
     /// Steps over a `map<string>` as [`Reader::skip_str`] does.
