@@ -483,16 +483,20 @@ pub fn decode_metric_value<'a>(
     bytes: &'a [u8],
     labels: &'a mut LabelBuf,
 ) -> Option<Result<MetricRef<'a>, DecodeError>> {
-    let datum = match detect_framing(bytes) {
-        Err(e) => return Some(Err(e)),
+    Some(metric_datum(bytes)?.and_then(|datum| codec::read_metric_ref(datum, labels)))
+}
+
+/// The Avro datum of a metric sample's Kafka value, or why its framing
+/// is refused (as [`decode_value`] refuses it); `None` for JSON.
+fn metric_datum(bytes: &[u8]) -> Option<Result<&[u8], DecodeError>> {
+    Some(match detect_framing(bytes) {
+        Err(e) => Err(e),
         Ok((Framing::Json, _)) => return None,
-        Ok((Framing::SingleObject(t), datum)) => match expect_schema(InputKind::Metric, t) {
-            Ok(()) => datum,
-            Err(e) => return Some(Err(e)),
-        },
-        Ok((Framing::Confluent(_), datum)) => datum,
-    };
-    Some(codec::read_metric_ref(datum, labels))
+        Ok((Framing::SingleObject(t), datum)) => {
+            expect_schema(InputKind::Metric, t).map(|()| datum)
+        }
+        Ok((Framing::Confluent(_), datum)) => Ok(datum),
+    })
 }
 
 /// Reads an Avro metric sample's Kafka value only as far as a sample of a
@@ -501,15 +505,7 @@ pub fn decode_metric_value<'a>(
 /// its shape, whose error the full decode then gives. A value it scans is
 /// decoded, when its series part is new, by [`decode_metric_value`].
 pub fn scan_metric_value(bytes: &[u8]) -> Option<MetricScan<'_>> {
-    let datum = match detect_framing(bytes).ok()? {
-        (Framing::Json, _) => return None,
-        (Framing::SingleObject(t), datum) => {
-            expect_schema(InputKind::Metric, t).ok()?;
-            datum
-        }
-        (Framing::Confluent(_), datum) => datum,
-    };
-    codec::scan_metric(datum)
+    codec::scan_metric(metric_datum(bytes)?.ok()?)
 }
 
 #[cfg(test)]
