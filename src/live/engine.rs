@@ -1762,7 +1762,9 @@ mod tests {
 
     use super::{decode, Decoded};
     use crate::engine::Engine;
-    use crate::records::avro::{confluent_encode, decode_value, single_object_encode, RecordType};
+    use crate::records::avro::{
+        confluent_encode, decode_value, single_object_encode, write_metric_datum, RecordType,
+    };
     use crate::records::{Emitted, InputKind, LabelBuf, Output, Record};
     use crate::time::{Timestamp, MINUTE};
 
@@ -1775,33 +1777,6 @@ slos:
       total: 'http_requests_total{service="api"}'
       bad: 'http_requests_total{service="api",code=~"5.."}'
 "#;
-
-    fn avro_str(out: &mut Vec<u8>, s: &[u8]) {
-        let mut v = (s.len() as u64) << 1;
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-        out.extend_from_slice(s);
-    }
-
-    /// A `MetricSample` datum with its labels in the order given.
-    fn datum(ts: &str, value: &str, name: &str, labels: &[(&str, &str)]) -> Vec<u8> {
-        let mut d = Vec::new();
-        for s in [ts, value, name] {
-            avro_str(&mut d, s.as_bytes());
-        }
-        if !labels.is_empty() {
-            d.push((labels.len() as u8) << 1);
-            for (k, v) in labels {
-                avro_str(&mut d, k.as_bytes());
-                avro_str(&mut d, v.as_bytes());
-            }
-        }
-        d.push(0);
-        d
-    }
 
     #[test]
     fn samples_found_by_their_series_bytes_are_decided_as_decoded_ones() {
@@ -1840,7 +1815,7 @@ slos:
                 let pairs = [("service", "api"), ("code", code), ("job", "web")];
                 let mut order = pairs.to_vec();
                 order.rotate_left(i as usize % 3);
-                let mut d = datum(&stamp, &value, "http_requests_total", &order);
+                let mut d = write_metric_datum(&stamp, &value, "http_requests_total", &order);
                 if i % 37 == 36 {
                     d.truncate(d.len() - 3);
                 }

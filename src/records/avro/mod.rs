@@ -508,6 +508,23 @@ pub fn scan_metric_value(bytes: &[u8]) -> Option<MetricScan<'_>> {
     codec::scan_metric(metric_datum(bytes)?.ok()?)
 }
 
+/// A `MetricSample` datum written field by field, labels in the order
+/// given, so broken and unusual ones can be made (tests).
+#[cfg(test)]
+pub(crate) fn write_metric_datum(
+    ts: &str,
+    value: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Vec<u8> {
+    let mut w = wire::Writer::default();
+    w.str(ts);
+    w.str(value);
+    w.str(name);
+    w.map_str(labels.len(), labels.iter().copied());
+    w.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -544,34 +561,24 @@ mod tests {
         );
     }
 
-    /// A metric datum written field by field, so broken ones can be made.
-    fn metric_datum(ts: &str, value: &str, name: &str, labels: &[(&str, &str)]) -> Vec<u8> {
-        let mut w = wire::Writer::default();
-        w.str(ts);
-        w.str(value);
-        w.str(name);
-        w.map_str(labels.len(), labels.iter().copied());
-        w.into_bytes()
-    }
-
     #[test]
     fn borrowed_metric_decoding_agrees_with_decode_value() {
         let ok = [("service", "api"), ("code", "500")];
         let mut values = vec![
-            metric_datum("2026-01-01T00:00:00Z", "12.5", "http_requests_total", &ok),
-            metric_datum("", "3", "", &[("__name__", "up"), ("job", "x")]),
-            metric_datum("", "3", "m", &[("a", "1"), ("a", "2"), ("__name__", "n")]),
-            metric_datum("0001-01-01T00:00:00Z", "1", "m", &[]),
-            metric_datum("yesterday", "1", "m", &ok),
-            metric_datum("", "NaN", "m", &ok),
-            metric_datum("", "-4", "requests_total", &ok),
-            metric_datum("", "1", "", &ok),
-            metric_datum("", "1e400", "m", &ok),
+            write_metric_datum("2026-01-01T00:00:00Z", "12.5", "http_requests_total", &ok),
+            write_metric_datum("", "3", "", &[("__name__", "up"), ("job", "x")]),
+            write_metric_datum("", "3", "m", &[("a", "1"), ("a", "2"), ("__name__", "n")]),
+            write_metric_datum("0001-01-01T00:00:00Z", "1", "m", &[]),
+            write_metric_datum("yesterday", "1", "m", &ok),
+            write_metric_datum("", "NaN", "m", &ok),
+            write_metric_datum("", "-4", "requests_total", &ok),
+            write_metric_datum("", "1", "", &ok),
+            write_metric_datum("", "1e400", "m", &ok),
         ];
-        let mut trailing = metric_datum("", "1", "m", &ok);
+        let mut trailing = write_metric_datum("", "1", "m", &ok);
         trailing.push(0);
         values.push(trailing);
-        let mut cut = metric_datum("", "1", "m", &ok);
+        let mut cut = write_metric_datum("", "1", "m", &ok);
         cut.truncate(cut.len() - 2);
         values.push(cut);
         let mut framed: Vec<Vec<u8>> = values
@@ -633,7 +640,7 @@ mod tests {
         let (mut checked, mut refused, mut unknown) = (0, 0, 0);
         let mut labels = LabelBuf::new();
         for (name, pairs) in &series {
-            let mut part = metric_datum("", "1", name, pairs);
+            let mut part = write_metric_datum("", "1", name, pairs);
             if let Some(at) = part.windows(2).position(|w| w == b"zz") {
                 part[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
             }
@@ -648,7 +655,7 @@ mod tests {
                 .series;
             for v in values {
                 for ts in stamps {
-                    let mut d = metric_datum(ts, v, name, pairs);
+                    let mut d = write_metric_datum(ts, v, name, pairs);
                     if let Some(at) = d.windows(2).position(|w| w == b"zz") {
                         d[at..at + 2].copy_from_slice(&[0xff, 0xfe]);
                     }
@@ -673,7 +680,7 @@ mod tests {
         assert!(refused > checked / 2, "errors of every kind are compared");
         // What a full decode refuses for its shape or framing, a scan
         // leaves to it.
-        let ok = metric_datum("", "1", "m", &[("a", "1")]);
+        let ok = write_metric_datum("", "1", "m", &[("a", "1")]);
         let mut trailing = ok.clone();
         trailing.push(0);
         let mut cut = ok.clone();
