@@ -244,9 +244,14 @@ impl Engine {
         out: &mut Vec<Emitted>,
     ) -> Result<(), EngineError> {
         self.advance(ts, out)?;
-        if self.state.instances.active() {
+        // While instances are counted every sample takes this path
+        // (`known_series` finds nothing), so its bytes are not kept.
+        let raw = if self.state.instances.active() {
             self.state.instances.observe(ts, m.labels);
-        }
+            None
+        } else {
+            raw
+        };
         self.slos.observe_ref(ts, m, raw);
         Ok(())
     }
