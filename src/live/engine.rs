@@ -36,10 +36,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use opentelemetry::trace::SpanContext;
@@ -246,51 +247,114 @@ impl ClientContext for Ctx {
 }
 
 impl ConsumerContext for Ctx {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let Ok(mut rt) = self.rt.lock() else { return };
-            if let Err(e) = rt.commit_final(consumer) {
-                set_failed(&self.failed, e);
-            }
-            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            rt.held.retain(|(_, p), _| !parts.contains(p));
-            rt.held_count = rt.held.values().map(|q| q.len()).sum();
-            rt.behind.retain(|p, _| !parts.contains(p));
-            for p in parts {
-                if rt.shards.remove(&p).is_some() {
-                    tracing::info!(partition = p, "partition revoked");
+    /// Revoked partitions are committed and let go; assigned ones are
+    /// rebuilt from their journals before they are assigned, each input
+    /// at the offset its journal ends at: the journal, not the committed
+    /// offset, says what the partition's state holds. They agree but for
+    /// an `at_least_once` offset commit that was lost (the journal is
+    /// ahead: those records would be skipped anyway) or a broker whose
+    /// committed offset ran ahead of the journal it served (the records
+    /// between are read again instead of leaving the state without them).
+    /// An input the journal never saw starts at its committed offset.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let done = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.assigned(tpl);
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
                 }
             }
-            rt.counters
-                .partitions
-                .store(rt.shards.len() as u64, Ordering::Relaxed);
-            rt.cfg.status.set_assigned(rt.shards.len() as u64);
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.revoked(consumer, tpl);
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                let code: rdkafka::error::RDKafkaErrorCode = other.into();
+                tracing::error!(error = %code, "rebalance failed; partitions let go");
+                self.revoked(consumer, tpl);
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = done {
+            set_failed(&self.failed, LiveError::kafka("applying a rebalance")(e));
         }
     }
+}
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            let Ok(mut rt) = self.rt.lock() else { return };
-            let mut parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            parts.sort_unstable();
-            parts.dedup();
-            for p in parts {
-                if rt.shards.contains_key(&p) {
-                    continue;
-                }
-                match rt.recover(p) {
-                    Ok(shard) => {
-                        rt.shards.insert(p, shard);
-                        rt.sync_policy(p);
-                    }
-                    Err(e) => set_failed(&self.failed, e),
-                }
-            }
-            rt.counters
-                .partitions
-                .store(rt.shards.len() as u64, Ordering::Relaxed);
-            rt.cfg.status.set_assigned(rt.shards.len() as u64);
+impl Ctx {
+    /// Commits the pending batch and drops the revoked partitions' state.
+    fn revoked(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let Ok(mut rt) = self.rt.lock() else { return };
+        if let Err(e) = rt.commit_final(consumer) {
+            set_failed(&self.failed, e);
         }
+        let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        rt.held.retain(|(_, p), _| !parts.contains(p));
+        rt.held_count = rt.held.values().map(|q| q.len()).sum();
+        rt.behind.retain(|p, _| !parts.contains(p));
+        for p in parts {
+            if rt.shards.remove(&p).is_some() {
+                tracing::info!(partition = p, "partition revoked");
+            }
+        }
+        rt.counters
+            .partitions
+            .store(rt.shards.len() as u64, Ordering::Relaxed);
+        rt.cfg.status.set_assigned(rt.shards.len() as u64);
+    }
+
+    /// Rebuilds each newly assigned partition from its journal and sets
+    /// its inputs' start offsets in `tpl` to where the journal ends.
+    fn assigned(&self, tpl: &mut TopicPartitionList) {
+        let Ok(mut rt) = self.rt.lock() else { return };
+        let mut parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        parts.sort_unstable();
+        parts.dedup();
+        for p in parts {
+            if rt.shards.contains_key(&p) {
+                continue;
+            }
+            match rt.recover(p) {
+                Ok(shard) => {
+                    rt.shards.insert(p, shard);
+                    rt.sync_policy(p);
+                }
+                Err(e) => set_failed(&self.failed, e),
+            }
+        }
+        let starts: Vec<(String, i32, i64)> = tpl
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let t = rt.topics.inputs().iter().position(|x| *x == e.topic())?;
+                let pos = rt.shards.get(&e.partition())?.positions[t];
+                (pos >= 0).then(|| (e.topic().to_string(), e.partition(), pos))
+            })
+            .collect();
+        for (topic, p, pos) in starts {
+            if let Err(e) = tpl.set_partition_offset(&topic, p, Offset::Offset(pos)) {
+                set_failed(&self.failed, LiveError::kafka("setting a start offset")(e));
+            }
+        }
+        rt.counters
+            .partitions
+            .store(rt.shards.len() as u64, Ordering::Relaxed);
+        rt.cfg.status.set_assigned(rt.shards.len() as u64);
     }
 }
 

@@ -476,41 +476,22 @@ fn read_ledger(
     let reader: BaseConsumer<super::Health> = cc
         .create_with_context(super::Health::default())
         .map_err(LiveError::kafka("creating the ledger reader"))?;
-    let (low, high) = reader
-        .fetch_watermarks(topic, p, StdDuration::from_secs(10))
-        .map_err(LiveError::kafka(format!("reading {topic} watermarks")))?;
     let mut ids = HashSet::new();
-    if high <= low {
-        return Ok(ids);
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Offset(low))
-        .map_err(LiveError::kafka("assigning the ledger"))?;
-    reader
-        .assign(&tpl)
-        .map_err(LiveError::kafka("assigning the ledger"))?;
-    let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
-    while std::time::Instant::now() < deadline {
-        match reader.poll(StdDuration::from_millis(500)) {
-            None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(ids),
-            Some(Err(e)) => {
-                return Err(LiveError::Kafka {
-                    context: format!("reading {topic}[{p}]"),
-                    source: e,
-                })
-            }
-            Some(Ok(m)) => {
-                if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                    ids.insert(k.to_string());
-                }
-                if m.offset() >= high - 1 {
-                    return Ok(ids);
-                }
-            }
+    let read = super::read_to_end(&reader, topic, p, StdDuration::from_secs(60), |m| {
+        if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+            ids.insert(k.to_string());
         }
+        Ok(())
+    });
+    match read {
+        Ok(_) => Ok(ids),
+        Err(super::ReadError::Deadline { .. }) => Err(LiveError::Other(format!(
+            "the executions ledger {topic}[{p}] was not read to its end within 60s"
+        ))),
+        Err(super::ReadError::Kafka(e)) => Err(LiveError::Kafka {
+            context: format!("reading {topic}[{p}]"),
+            source: e,
+        }),
+        Err(super::ReadError::Record(e)) => Err(e),
     }
-    Err(LiveError::Other(format!(
-        "the executions ledger {topic}[{p}] was not read to its end within 60s"
-    )))
 }

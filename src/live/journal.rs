@@ -17,12 +17,10 @@
 //! input positions to resume from are the journal's last offsets plus one.
 //! The journal is also the exact replay input of a live run.
 
-use std::time::{Duration as StdDuration, Instant};
+use std::time::Duration as StdDuration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::records::avro::decode_value;
 use crate::records::{DecodeError, Input, Record};
@@ -264,9 +262,14 @@ pub fn decode(value: &[u8]) -> Result<Vec<Entry>, String> {
 }
 
 /// Reads partition `p` of the journal topic from its start to its current
-/// end, calling `f` with every entry in order; returns the watermarks read
-/// between. `committed` reads only committed transactions (what an
-/// `exactly_once` engine wrote); otherwise everything.
+/// end, calling `f` with every entry in order; returns the watermarks
+/// listed before reading (for the log). `committed` reads only committed
+/// transactions (what an `exactly_once` engine wrote); otherwise
+/// everything.
+///
+/// The end is as [`super::read_to_end`] finds it, not the high watermark
+/// listed first: a journal read short of its end would leave the
+/// partition's state without the last batch the previous owner committed.
 pub fn read(
     args: &KafkaArgs,
     group: &str,
@@ -294,48 +297,27 @@ pub fn read(
     let reader: BaseConsumer<Health> = cc
         .create_with_context(Health::default())
         .map_err(LiveError::kafka("creating the journal reader"))?;
-    let (low, high) = reader
-        .fetch_watermarks(&topic, p, StdDuration::from_secs(10))
-        .map_err(LiveError::kafka(format!("reading {topic} watermarks")))?;
-    if high <= low {
-        return Ok((low, high));
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, p, Offset::Offset(low))
-        .map_err(LiveError::kafka("assigning the journal"))?;
-    reader
-        .assign(&tpl)
-        .map_err(LiveError::kafka("assigning the journal"))?;
-    let deadline = Instant::now() + StdDuration::from_secs(300);
-    loop {
-        if Instant::now() > deadline {
-            return Err(LiveError::Journal {
-                partition: p,
-                message: format!("not read to its end ({high}) within 300s"),
-            });
-        }
-        match reader.poll(StdDuration::from_millis(500)) {
-            None => continue,
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok((low, high)),
-            Some(Err(e)) => {
-                return Err(LiveError::Kafka {
-                    context: format!("reading {topic}[{p}]"),
-                    source: e,
-                })
-            }
-            Some(Ok(m)) => {
-                let batch =
-                    decode(m.payload().unwrap_or(&[])).map_err(|message| LiveError::Journal {
-                        partition: p,
-                        message: format!("offset {}: {message}", m.offset()),
-                    })?;
-                batch.into_iter().for_each(&mut f);
-                if m.offset() >= high - 1 {
-                    return Ok((low, high));
-                }
-            }
-        }
-    }
+    let read = super::read_to_end(&reader, &topic, p, StdDuration::from_secs(300), |m| {
+        let batch = decode(m.payload().unwrap_or(&[])).map_err(|message| LiveError::Journal {
+            partition: p,
+            message: format!("offset {}: {message}", m.offset()),
+        })?;
+        batch.into_iter().for_each(&mut f);
+        Ok(())
+    });
+    read.map_err(|e| match e {
+        super::ReadError::Deadline { next, high } => LiveError::Journal {
+            partition: p,
+            message: format!(
+                "not read to its end within 300s (at offset {next}, listed end {high})"
+            ),
+        },
+        super::ReadError::Kafka(e) => LiveError::Kafka {
+            context: format!("reading {topic}[{p}]"),
+            source: e,
+        },
+        super::ReadError::Record(e) => e,
+    })
 }
 
 /// One entry as a replay line (`{"ts","kind","data"}`), exactly as the
