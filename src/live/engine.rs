@@ -791,7 +791,11 @@ impl Runtime {
         Ok(shard)
     }
 
-    fn on_message(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+    fn on_message(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        m: &rdkafka::message::BorrowedMessage<'_>,
+    ) {
         let Some(t) = self.topics.inputs().iter().position(|x| *x == m.topic()) else {
             return;
         };
@@ -817,9 +821,15 @@ impl Runtime {
             ),
             _ => None,
         };
-        let ahead =
-            ts.is_some_and(|ts| ts > self.frontier(p, t).saturating_add(self.cfg.pace_slack_ms));
-        let queued = self.held.get(&key).is_some_and(|q| !q.is_empty());
+        let slack = self.cfg.pace_slack_ms;
+        let mut ahead = ts.is_some_and(|ts| ts > self.frontier(p, t).saturating_add(slack));
+        let mut queued = self.held.get(&key).is_some_and(|q| !q.is_empty());
+        if (ahead || queued) && self.release_for(consumer, p, t, ts, queued) {
+            // What held this record back may have been held itself, and
+            // is decided now: look again.
+            ahead = ts.is_some_and(|ts| ts > self.frontier(p, t).saturating_add(slack));
+            queued = self.held.get(&key).is_some_and(|q| !q.is_empty());
+        }
         if ahead || queued {
             // Held back, in offset order, until the partition's slower
             // inputs catch up (see `pace`), at most HOLD_LIMIT records.
@@ -1100,7 +1110,7 @@ impl Runtime {
             behind.insert(p, b);
         }
         self.behind = behind;
-        self.release(consumer, &positions);
+        self.release(consumer, &positions, None);
         self.held.retain(|_, q| !q.is_empty());
         self.counters
             .held
@@ -1139,18 +1149,68 @@ impl Runtime {
         );
     }
 
+    /// A record of input topic `t` of partition `p`, stamped `ts`, was
+    /// fetched ahead of the partition's frontier or behind held records
+    /// of its own topic (`queued`). The records holding it back may be
+    /// held themselves (a sparse topic read far ahead, in a backlog): with
+    /// this record as its topic's next one, the partition's held records
+    /// that are due are decided now, earliest first, as the next
+    /// [`Runtime::pace`] would, instead of this one and every record after
+    /// it waiting, copied, for that. Whether any was decided.
+    fn release_for(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        p: i32,
+        t: usize,
+        ts: Option<i64>,
+        queued: bool,
+    ) -> bool {
+        if !queued {
+            // Its topic's next record is this one (a topic caught up with
+            // its high watermark holds nothing back and stays so).
+            let Some(ts) = ts else { return false };
+            if let Some(slot @ Some(_)) = self.behind.get_mut(&p).map(|b| &mut b[t]) {
+                *slot = Some(ts);
+            }
+        }
+        let positions = TopicPartitionList::new();
+        self.release(consumer, &positions, Some(p))
+    }
+
     /// Decides held records that the frontier has come near, earliest
-    /// first.
-    fn release(&mut self, consumer: &BaseConsumer<Ctx>, positions: &TopicPartitionList) {
+    /// first: every partition's, or partition `only`'s. A topic-partition
+    /// drained of held records stays behind (at its last record's
+    /// timestamp) while `positions` (or, for one not in it, the drained
+    /// record) is short of its high watermark. Whether any was decided.
+    fn release(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        positions: &TopicPartitionList,
+        only: Option<i32>,
+    ) -> bool {
         let slack = self.cfg.pace_slack_ms;
+        let mut any = false;
         loop {
-            let next = self
-                .held
-                .iter()
-                .filter_map(|(k, q)| q.front().map(|h| (h.ts.unwrap_or(i64::MIN), *k)))
-                .filter(|(ts, (t, p))| *ts <= self.frontier(*p, *t as usize).saturating_add(slack))
-                .min();
+            let front = |key: (u8, i32), q: &std::collections::VecDeque<Held>| {
+                q.front().map(|h| (h.ts.unwrap_or(i64::MIN), key))
+            };
+            let due = |(ts, (t, p)): &(i64, (u8, i32))| {
+                *ts <= self.frontier(*p, *t as usize).saturating_add(slack)
+            };
+            let next = match only {
+                Some(p) => (0..6u8)
+                    .filter_map(|t| front((t, p), self.held.get(&(t, p))?))
+                    .filter(due)
+                    .min(),
+                None => self
+                    .held
+                    .iter()
+                    .filter_map(|(k, q)| front(*k, q))
+                    .filter(due)
+                    .min(),
+            };
             let Some((_, key)) = next else { break };
+            any = true;
             let Some(h) = self.held.get_mut(&key).and_then(|q| q.pop_front()) else {
                 break;
             };
@@ -1178,6 +1238,7 @@ impl Runtime {
                 h.trace.map(|b| *b),
             );
         }
+        any
     }
 
     /// Ticks every caught-up partition whose event time is a tick behind
@@ -1684,7 +1745,7 @@ fn run_once(
                             // decided.
                             rt.pace(&consumer);
                         }
-                        rt.on_message(&m);
+                        rt.on_message(&consumer, &m);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "consumer error");
