@@ -114,6 +114,9 @@ pub fn burn_rate(inc: Increase, objective: Ratio) -> Option<f64> {
     Some(ratio / budget)
 }
 
+/// How many SLOs ahead [`SloSet::evaluate`] prefetches.
+const PREFETCH_AHEAD: usize = 8;
+
 impl SloSet {
     pub fn new(policy: &Policy) -> SloSet {
         let states = policy.slos.iter().map(new_state).collect();
@@ -232,7 +235,17 @@ impl SloSet {
     /// and appends the tiers that changed state, in SLO then tier order.
     pub fn evaluate(&mut self, at: Timestamp, slos: &[Slo], out: &mut Vec<BurnChange>) {
         let mut idle = Vec::new();
+        // The snapshots of the SLO PREFETCH_AHEAD places on are asked for
+        // while this one is evaluated (see `Windows::prefetch`).
+        let mut ahead = self.active.iter().skip(PREFETCH_AHEAD);
         for &i in &self.active {
+            if let Some(&j) = ahead.next() {
+                let (st, slo) = (&self.states[j as usize], &slos[j as usize]);
+                st.windows.prefetch(at, slo.tiers.iter().map(|t| t.long));
+                if let Some(f) = st.firing.first() {
+                    window::prefetch(f);
+                }
+            }
             let (st, slo) = (&mut self.states[i as usize], &slos[i as usize]);
             evaluate_one(i as usize, st, slo, at, self.report, out);
             let recent = st.last_increase.is_some_and(|t| at.0 - t.0 <= st.horizon.0);

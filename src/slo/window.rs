@@ -107,6 +107,35 @@ impl Ring {
         self.next_at = (upto + 1).saturating_mul(self.step);
     }
 
+    /// Asks the CPU to bring the snapshot at boundary index `k` (or the
+    /// one the next sync writes, `k` one past the last written) into the
+    /// cache; a hint only, nothing is read or changed.
+    fn prefetch(&self, k: i64) {
+        let n = self.slots.len();
+        if n == 0 {
+            return;
+        }
+        let i = match self.last {
+            Some(last) if k == last + 1 => {
+                if self.last_slot + 1 == n {
+                    0
+                } else {
+                    self.last_slot + 1
+                }
+            }
+            Some(last) if (0..n as i64).contains(&(last - k)) => {
+                let back = (last - k) as usize;
+                if back <= self.last_slot {
+                    self.last_slot - back
+                } else {
+                    self.last_slot + n - back
+                }
+            }
+            _ => self.slot(k),
+        };
+        prefetch(&self.slots[i]);
+    }
+
     /// Snapshot at boundary index `k`; `k` must be within the ring.
     fn at(&self, k: i64) -> Sums {
         let n = self.slots.len();
@@ -220,6 +249,26 @@ impl Windows {
         self.to_increase(self.cum.since(snap))
     }
 
+    /// Asks the CPU to bring what an evaluation at minute boundary `at`
+    /// touches into the cache: the snapshot its sync writes and the far
+    /// edges of the budget period and of `windows`. A hint only: an
+    /// evaluation reads a handful of snapshots scattered over rings that
+    /// other SLOs' samples have pushed out of the cache since its last
+    /// one, and prefetching the next SLOs' while one is evaluated lets
+    /// those waits overlap.
+    pub fn prefetch(&self, at: Timestamp, windows: impl Iterator<Item = Duration>) {
+        self.fine.prefetch(at.0.div_euclid(MINUTE));
+        self.period
+            .prefetch((at.0 - self.period_len).div_euclid(self.period.step));
+        for w in windows {
+            let edge = at.0 - w.0;
+            match &self.coarse {
+                Some(c) if w.0 > FINE_SPAN => c.prefetch(edge.div_euclid(COARSE_STEP)),
+                _ => self.fine.prefetch(edge.div_euclid(MINUTE)),
+            }
+        }
+    }
+
     /// Increases over the budget period ending at `at`, at period/720
     /// resolution.
     pub fn period_increase(&mut self, at: Timestamp) -> Increase {
@@ -251,6 +300,20 @@ impl Windows {
             total: d.total,
         }
     }
+}
+
+/// A cache hint for the line holding `v` (x86-64; elsewhere nothing).
+#[inline(always)]
+pub(super) fn prefetch<T>(v: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only hints the cache; `v` is a valid reference
+    // and nothing is read or written through the pointer.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>((v as *const T).cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
 }
 
 fn period_step(period: Duration) -> i64 {

@@ -53,7 +53,20 @@ impl<'a> Reader<'a> {
     }
 
     /// A zig-zag varint of at most ten bytes.
+    #[inline]
     pub fn long(&mut self) -> Result<i64> {
+        // One byte, as every string length and block count of a metric
+        // sample is: no loop.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(i64::from(b >> 1) ^ -i64::from(b & 1));
+            }
+        }
+        self.long_slow()
+    }
+
+    fn long_slow(&mut self) -> Result<i64> {
         let start = self.pos;
         let mut acc: u64 = 0;
         let mut shift = 0u32;
