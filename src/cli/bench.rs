@@ -40,6 +40,12 @@ pub struct Args {
     /// so there the default is one partition per 30,000 records.
     #[arg(long)]
     pub partitions: Option<i32>,
+    /// Engine instances in one consumer group, each on a thread of its
+    /// own, as replicas of a Deployment share the partitions (at most the
+    /// partition count). They start together; a rebalance while they
+    /// join is part of the measured phase.
+    #[arg(long, default_value_t = 1)]
+    pub engines: usize,
     /// Encoding of the generated records.
     #[arg(long, value_enum, default_value = "avro")]
     pub format: Format,
@@ -88,6 +94,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
     }
     if a.partitions.is_some_and(|p| p < 1) {
         bail!("--partitions must be at least 1");
+    }
+    if a.engines == 0 {
+        bail!("--engines must be at least 1");
     }
     if let Some(l) = a.loads.iter().find(|l| !(**l > 0.0 && **l <= 2.0)) {
         bail!("--loads must be shares of capacity in (0, 2], not {l}");
@@ -140,6 +149,9 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
             .block_on(selfheal::live::create_topics(&kafka, partitions))
             .with_context(|| format!("creating the bench topics on {brokers}"))?,
     }
+    if a.engines > partitions as usize {
+        bail!("--engines {} is more than the {partitions} partitions: an engine without one would idle", a.engines);
+    }
     eprintln!("selfheal bench: broker {brokers}, topics {prefix}* ({partitions} partitions)");
     let cfg = BenchConfig {
         kafka,
@@ -149,6 +161,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         samples: a.samples,
         alert_every: a.alert_every,
         partitions,
+        engines: a.engines,
         format: a.format,
         guarantee: a.guarantee,
         fetch_wait_ms: a.fetch_wait_ms,

@@ -61,6 +61,8 @@ pub struct BenchConfig {
     /// One alert per this many samples in the fill.
     pub alert_every: u64,
     pub partitions: i32,
+    /// Engine instances in one consumer group, a thread each.
+    pub engines: usize,
     pub format: Format,
     /// `None`: exactly-once when the broker has transactions, else
     /// at-least-once.
@@ -123,6 +125,8 @@ pub struct Workload {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
+    /// Engine instances in the consumer group, a thread each.
+    pub engines: usize,
     pub processing_guarantee: &'static str,
     pub fetch_wait_max_ms: u32,
     /// `fetch.queue.backoff.ms` of every consumer (raw, engine, actions).
@@ -600,6 +604,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
         .settings
         .push(format!("fetch.wait.max.ms={}", cfg.fetch_wait_ms));
     let settings = Settings {
+        engines: cfg.engines,
         processing_guarantee: match guarantee {
             Guarantee::ExactlyOnce => "exactly_once",
             Guarantee::AtLeastOnce => "at_least_once",
@@ -622,13 +627,23 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(EngineCounters::default());
     let launched = Instant::now();
-    let handle = {
-        let (ecfg, stop, counters) = (ecfg.clone(), stop.clone(), counters.clone());
-        std::thread::Builder::new()
-            .name("bench-engine".into())
-            .spawn(move || engine::run(&ecfg, &stop, &counters))
-            .map_err(|e| LiveError::Other(format!("starting the engine thread: {e}")))?
-    };
+    let mut handles = Vec::new();
+    for i in 0..cfg.engines {
+        let (mut ecfg, stop, counters) = (ecfg.clone(), stop.clone(), counters.clone());
+        let name = if cfg.engines == 1 {
+            "bench-engine".to_string()
+        } else {
+            format!("bench-engine-{i}")
+        };
+        ecfg.instance = name.clone();
+        handles.push(
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(move || engine::run(&ecfg, &stop, &counters))
+                .map_err(|e| LiveError::Other(format!("starting the engine thread: {e}")))?,
+        );
+    }
+    let handle = Engines(handles);
     let engine_rate = (|| {
         let engine_rate = measure_engine(&counters, total, launched, &handle, progress)?;
         progress(&format!(
@@ -729,9 +744,13 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
         Ok::<_, LiveError>((engine_rate, latency, soak))
     })();
     stop.store(true, Ordering::Relaxed);
-    let joined = handle
-        .join()
-        .map_err(|_| LiveError::Other("the engine thread panicked".into()))?;
+    let mut joined = Ok(());
+    for h in handle.0 {
+        let r = h
+            .join()
+            .map_err(|_| LiveError::Other("an engine thread panicked".into()))?;
+        joined = joined.and(r);
+    }
     let (engine_rate, latency, soak) = engine_rate?;
     joined?;
 
@@ -896,17 +915,33 @@ fn raw_consume(cfg: &BenchConfig, topics: &Topics, total: u64) -> Result<Rate, L
     Ok(rate(n, bytes, secs))
 }
 
+/// How long the engine phase may consume nothing before the bench fails.
+const STALL: StdDuration = StdDuration::from_secs(60);
+
+/// The engine threads of a run.
+struct Engines(Vec<std::thread::JoinHandle<Result<(), LiveError>>>);
+
+impl Engines {
+    /// Whether any engine has stopped (they run until the bench ends).
+    fn is_finished(&self) -> bool {
+        self.0.iter().any(|h| h.is_finished())
+    }
+}
+
 fn measure_engine(
     counters: &EngineCounters,
     total: u64,
     launched: Instant,
-    handle: &std::thread::JoinHandle<Result<(), LiveError>>,
+    handle: &Engines,
     progress: &mut dyn FnMut(&str),
 ) -> Result<EngineRate, LiveError> {
     let get = EngineCounters::get;
     let mut first = None;
     let mut last_report = Instant::now();
     let deadline = Instant::now() + StdDuration::from_secs(900);
+    // The count last seen and since when: a count that stops short of
+    // the total for STALL is a failure, not a wait for the deadline.
+    let mut moved = (0, Instant::now());
     let consumed_all = loop {
         if handle.is_finished() {
             return Err(LiveError::Other(
@@ -922,6 +957,17 @@ fn measure_engine(
         let c = get(&counters.consumed);
         if c > 0 && first.is_none() {
             first = Some(Instant::now());
+        }
+        if c != moved.0 {
+            moved = (c, Instant::now());
+        } else if c > 0 && moved.1.elapsed() >= STALL {
+            return Err(LiveError::Other(format!(
+                "the engine consumed {c} of {total} records and then nothing for {} s; \
+                 on Tansu 0.6 this is the broker losing the records of a stored batch \
+                 after the offset a consumer resumes at (after a rebalance), see \
+                 scripts/broker.sh",
+                STALL.as_secs()
+            )));
         }
         if c >= total {
             break get(&counters.batches);
@@ -1017,7 +1063,7 @@ fn drive(
     topics: &Topics,
     gen: &mut Gen,
     counters: &Arc<EngineCounters>,
-    handle: &std::thread::JoinHandle<Result<(), LiveError>>,
+    handle: &Engines,
     rate: f64,
     length: StdDuration,
     mut samples: Option<&mut Vec<Sample>>,
