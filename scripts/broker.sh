@@ -31,7 +31,10 @@
 # scripts/README.md): no transactions (init_transactions succeeds,
 # commit_transaction fails with UnsupportedFeature and leaves the partition's
 # last stable offset stuck), no automatic topic creation, every fetch lasts
-# about fetch.wait.max.ms (use fetch.wait.max.ms=10 in tests). With sqlite
+# about fetch.wait.max.ms (use fetch.wait.max.ms=10 in tests). With memory
+# storage, the listed high watermark can be behind the log, and a fetch
+# from an offset inside a stored batch returns none of that batch: a
+# consumer resuming mid-batch loses the rest of it. With sqlite
 # storage: deleting any topic deletes all topics, snappy batches cannot be
 # fetched, DescribeGroups fails. Debian's kcat fails its handshake
 # (librdkafka from the rdkafka crate is fine).
