@@ -557,13 +557,23 @@ fn an_engine_killed_20_times_decides_what_the_replay_decides_at_least_once() {
     );
 }
 
-#[test]
-fn an_engine_killed_20_times_writes_each_command_once_with_transactions() {
+/// librdkafka's mock cluster with every topic, 3 partitions each: the
+/// transactional path.
+fn mock_cluster() -> (
+    MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    KafkaArgs,
+) {
     let cluster = MockCluster::new(1).unwrap();
     let k = KafkaArgs::local(&cluster.bootstrap_servers());
     for t in k.topics().all() {
         cluster.create_topic(t, 3, 1).unwrap();
     }
+    (cluster, k)
+}
+
+#[test]
+fn an_engine_killed_20_times_writes_each_command_once_with_transactions() {
+    let (_cluster, k) = mock_cluster();
     engine_faults(&k, "exactly_once", "exactly_once engine kills", Fault::Kill);
 }
 
@@ -581,11 +591,7 @@ fn two_engines_in_one_group_rebalancing_20_times_decide_what_the_replay_decides(
 
 #[test]
 fn two_engines_in_one_group_rebalancing_20_times_write_each_command_once_with_transactions() {
-    let cluster = MockCluster::new(1).unwrap();
-    let k = KafkaArgs::local(&cluster.bootstrap_servers());
-    for t in k.topics().all() {
-        cluster.create_topic(t, 3, 1).unwrap();
-    }
+    let (_cluster, k) = mock_cluster();
     engine_faults(
         &k,
         "exactly_once",

@@ -312,10 +312,7 @@ impl Ctx {
                 tracing::info!(partition = p, "partition revoked");
             }
         }
-        rt.counters
-            .partitions
-            .store(rt.shards.len() as u64, Ordering::Relaxed);
-        rt.cfg.status.set_assigned(rt.shards.len() as u64);
+        rt.count_partitions();
     }
 
     /// Rebuilds each newly assigned partition from its journal and sets
@@ -351,10 +348,7 @@ impl Ctx {
                 set_failed(&self.failed, LiveError::kafka("setting a start offset")(e));
             }
         }
-        rt.counters
-            .partitions
-            .store(rt.shards.len() as u64, Ordering::Relaxed);
-        rt.cfg.status.set_assigned(rt.shards.len() as u64);
+        rt.count_partitions();
     }
 }
 
@@ -640,6 +634,14 @@ struct PolicyWatch {
 }
 
 impl Runtime {
+    /// Publishes how many partitions this engine holds (counters and
+    /// status), after a rebalance.
+    fn count_partitions(&self) {
+        let n = self.shards.len() as u64;
+        self.counters.partitions.store(n, Ordering::Relaxed);
+        self.cfg.status.set_assigned(n);
+    }
+
     /// Brings a just-recovered partition to the current policy: a journal
     /// written under another one gets a policy entry, decided and
     /// audited like a reload.
@@ -1017,25 +1019,26 @@ impl Runtime {
             return false;
         }
         (0..6).all(|t| {
-            let (pos, high) = self.input_progress(consumer, positions, t, p, shard.positions[t]);
+            let (pos, high) =
+                self.input_progress(consumer, Some(positions), t, p, shard.positions[t]);
             (high >= 0 && pos >= high) || high == 0 || self.quiet(t, p, shard, high > pos)
         })
     }
 
-    /// Input topic `t` of partition `p`: its position (the consumer's, or
-    /// `floor` when that is later) and its high watermark as of the last
+    /// Input topic `t` of partition `p`: its position (the consumer's in
+    /// `positions`, or `floor` when that is later or there is none) and its high watermark as of the last
     /// fetch (-1 when unknown).
     fn input_progress(
         &self,
         consumer: &BaseConsumer<Ctx>,
-        positions: &TopicPartitionList,
+        positions: Option<&TopicPartitionList>,
         t: usize,
         p: i32,
         floor: i64,
     ) -> (i64, i64) {
         let name = self.topics.inputs()[t];
         let pos = positions
-            .find_partition(name, p)
+            .and_then(|ps| ps.find_partition(name, p))
             .and_then(|e| e.offset().to_raw())
             .unwrap_or(-1)
             .max(floor);
@@ -1101,7 +1104,7 @@ impl Runtime {
                     return Some(h.ts.unwrap_or(i64::MIN));
                 }
                 let (pos, high) =
-                    self.input_progress(consumer, &positions, t, p, shard.positions[t]);
+                    self.input_progress(consumer, Some(&positions), t, p, shard.positions[t]);
                 // An unknown high watermark (no fetch answered yet) counts
                 // as behind, with nothing processed.
                 ((high < 0 || high > pos.max(0)) && !self.quiet(t, p, shard, high > pos.max(0)))
@@ -1110,7 +1113,7 @@ impl Runtime {
             behind.insert(p, b);
         }
         self.behind = behind;
-        self.release(consumer, &positions, None);
+        self.release(consumer, Some(&positions), None);
         self.held.retain(|_, q| !q.is_empty());
         self.counters
             .held
@@ -1173,19 +1176,19 @@ impl Runtime {
                 *slot = Some(ts);
             }
         }
-        let positions = TopicPartitionList::new();
-        self.release(consumer, &positions, Some(p))
+        self.release(consumer, None, Some(p))
     }
 
     /// Decides held records that the frontier has come near, earliest
     /// first: every partition's, or partition `only`'s. A topic-partition
     /// drained of held records stays behind (at its last record's
-    /// timestamp) while `positions` (or, for one not in it, the drained
-    /// record) is short of its high watermark. Whether any was decided.
+    /// timestamp) while its position in `positions` (or the drained
+    /// record's, when later or without them) is short of its high
+    /// watermark. Whether any was decided.
     fn release(
         &mut self,
         consumer: &BaseConsumer<Ctx>,
-        positions: &TopicPartitionList,
+        positions: Option<&TopicPartitionList>,
         only: Option<i32>,
     ) -> bool {
         let slack = self.cfg.pace_slack_ms;

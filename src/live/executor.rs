@@ -477,21 +477,16 @@ fn read_ledger(
         .create_with_context(super::Health::default())
         .map_err(LiveError::kafka("creating the ledger reader"))?;
     let mut ids = HashSet::new();
-    let read = super::read_to_end(&reader, topic, p, StdDuration::from_secs(60), |m| {
+    let late = |_, _| {
+        LiveError::Other(format!(
+            "the executions ledger {topic}[{p}] was not read to its end within 60s"
+        ))
+    };
+    super::read_to_end(&reader, topic, p, StdDuration::from_secs(60), late, |m| {
         if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
             ids.insert(k.to_string());
         }
         Ok(())
-    });
-    match read {
-        Ok(_) => Ok(ids),
-        Err(super::ReadError::Deadline { .. }) => Err(LiveError::Other(format!(
-            "the executions ledger {topic}[{p}] was not read to its end within 60s"
-        ))),
-        Err(super::ReadError::Kafka(e)) => Err(LiveError::Kafka {
-            context: format!("reading {topic}[{p}]"),
-            source: e,
-        }),
-        Err(super::ReadError::Record(e)) => Err(e),
-    }
+    })?;
+    Ok(ids)
 }

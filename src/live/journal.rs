@@ -297,26 +297,17 @@ pub fn read(
     let reader: BaseConsumer<Health> = cc
         .create_with_context(Health::default())
         .map_err(LiveError::kafka("creating the journal reader"))?;
-    let read = super::read_to_end(&reader, &topic, p, StdDuration::from_secs(300), |m| {
+    let late = |next, high| LiveError::Journal {
+        partition: p,
+        message: format!("not read to its end within 300s (at offset {next}, listed end {high})"),
+    };
+    super::read_to_end(&reader, &topic, p, StdDuration::from_secs(300), late, |m| {
         let batch = decode(m.payload().unwrap_or(&[])).map_err(|message| LiveError::Journal {
             partition: p,
             message: format!("offset {}: {message}", m.offset()),
         })?;
         batch.into_iter().for_each(&mut f);
         Ok(())
-    });
-    read.map_err(|e| match e {
-        super::ReadError::Deadline { next, high } => LiveError::Journal {
-            partition: p,
-            message: format!(
-                "not read to its end within 300s (at offset {next}, listed end {high})"
-            ),
-        },
-        super::ReadError::Kafka(e) => LiveError::Kafka {
-            context: format!("reading {topic}[{p}]"),
-            source: e,
-        },
-        super::ReadError::Record(e) => e,
     })
 }
 

@@ -77,23 +77,11 @@ impl LiveError {
     }
 }
 
-/// How a read of a partition to its end ([`read_to_end`]) stopped short.
-#[derive(Debug)]
-pub(crate) enum ReadError {
-    /// The deadline passed first: the next offset and the listed end.
-    Deadline {
-        next: i64,
-        high: i64,
-    },
-    Kafka(KafkaError),
-    /// What the record callback refused.
-    Record(LiveError),
-}
-
 /// Reads partition `p` of `topic` from its first record to its end with
 /// `reader`, a consumer of its own with `enable.partition.eof` set,
 /// calling `f` with every record in order; returns the watermarks listed
-/// before reading (for logs).
+/// before reading (for logs). A read not done within `limit` fails with
+/// `late(next offset, listed end)`; a Kafka error names `topic[p]`.
 ///
 /// The end is where a fetch finds nothing more (partition EOF), or, for a
 /// broker that never says so, half a second without a record once the
@@ -106,30 +94,32 @@ pub(crate) fn read_to_end<C: rdkafka::consumer::ConsumerContext>(
     topic: &str,
     p: i32,
     limit: StdDuration,
+    late: impl FnOnce(i64, i64) -> LiveError,
     mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<(), LiveError>,
-) -> Result<(i64, i64), ReadError> {
+) -> Result<(i64, i64), LiveError> {
     use rdkafka::consumer::Consumer;
     use rdkafka::Message;
+    let kafka = || LiveError::kafka(format!("reading {topic}[{p}]"));
     let (low, high) = reader
         .fetch_watermarks(topic, p, StdDuration::from_secs(10))
-        .map_err(ReadError::Kafka)?;
+        .map_err(kafka())?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
-        .map_err(ReadError::Kafka)?;
-    reader.assign(&tpl).map_err(ReadError::Kafka)?;
+        .map_err(kafka())?;
+    reader.assign(&tpl).map_err(kafka())?;
     let deadline = std::time::Instant::now() + limit;
     let mut next = low;
     loop {
         if std::time::Instant::now() > deadline {
-            return Err(ReadError::Deadline { next, high });
+            return Err(late(next, high));
         }
         match reader.poll(StdDuration::from_millis(500)) {
             None if next >= high => return Ok((low, high)),
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok((low, high)),
-            Some(Err(e)) => return Err(ReadError::Kafka(e)),
+            Some(Err(e)) => return Err(kafka()(e)),
             Some(Ok(m)) => {
-                f(&m).map_err(ReadError::Record)?;
+                f(&m)?;
                 next = m.offset() + 1;
             }
         }

@@ -107,43 +107,11 @@ impl Ring {
         self.next_at = (upto + 1).saturating_mul(self.step);
     }
 
-    /// Asks the CPU to bring the snapshot at boundary index `k` (or the
-    /// one the next sync writes, `k` one past the last written) into the
-    /// cache; a hint only, nothing is read or changed.
-    fn prefetch(&self, k: i64) {
+    /// The slot of boundary index `k`, counted back from the last
+    /// boundary without a division when `k` is within the ring.
+    fn index(&self, k: i64) -> usize {
         let n = self.slots.len();
-        if n == 0 {
-            return;
-        }
-        let i = match self.last {
-            Some(last) if k == last + 1 => {
-                if self.last_slot + 1 == n {
-                    0
-                } else {
-                    self.last_slot + 1
-                }
-            }
-            Some(last) if (0..n as i64).contains(&(last - k)) => {
-                let back = (last - k) as usize;
-                if back <= self.last_slot {
-                    self.last_slot - back
-                } else {
-                    self.last_slot + n - back
-                }
-            }
-            _ => self.slot(k),
-        };
-        prefetch(&self.slots[i]);
-    }
-
-    /// Snapshot at boundary index `k`; `k` must be within the ring.
-    fn at(&self, k: i64) -> Sums {
-        let n = self.slots.len();
-        if n == 0 {
-            return Sums::default();
-        }
-        // Counted back from the last boundary, without a division.
-        let i = match self.last.map(|last| last - k) {
+        match self.last.map(|last| last - k) {
             Some(back) if (0..n as i64).contains(&back) => {
                 let back = back as usize;
                 if back <= self.last_slot {
@@ -153,8 +121,24 @@ impl Ring {
                 }
             }
             _ => self.slot(k),
-        };
-        self.slots[i]
+        }
+    }
+
+    /// Asks the CPU to bring the snapshot at boundary index `k` (or the
+    /// one a sync will write there) into the cache; a hint only, nothing
+    /// is read or changed.
+    fn prefetch(&self, k: i64) {
+        if !self.slots.is_empty() {
+            prefetch(&self.slots[self.index(k)]);
+        }
+    }
+
+    /// Snapshot at boundary index `k`; `k` must be within the ring.
+    fn at(&self, k: i64) -> Sums {
+        if self.slots.is_empty() {
+            return Sums::default();
+        }
+        self.slots[self.index(k)]
     }
 }
 
