@@ -4,8 +4,9 @@
 //! runs, a `claimed` entry is written to the executions ledger (a topic
 //! partitioned like the actions topic, keyed by command id) and flushed;
 //! only then is the command's offset committed and the command started.
-//! On assignment an executor reads the ledger partition to its end, and a
-//! command whose id is already there is not run again: redelivery after a
+//! Before it runs the first command of a partition it holds, an executor
+//! reads the ledger partition to its end (a failed read is tried again,
+//! with backoff), and a command whose id is already there is not run again: redelivery after a
 //! crash or a rebalance, or the same command emitted twice under
 //! `at_least_once`, runs it once. A command claimed by an executor that
 //! died before reporting gets no result; the engine escalates it when its
@@ -74,6 +75,9 @@ pub struct ExecutorCounters {
     pub expired: AtomicU64,
     pub duplicates: AtomicU64,
     pub undecodable: AtomicU64,
+    /// Reads of a partition's executions ledger that failed and were
+    /// tried again.
+    pub ledger_retries: AtomicU64,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -167,21 +171,47 @@ pub async fn run(
         let p = m.partition();
         let loaded = ledgers.lock().map(|l| l.contains_key(&p)).unwrap_or(false);
         if !loaded {
-            let (args, t, group) = (
-                cfg.kafka.clone(),
-                topics.executions.clone(),
-                cfg.group.clone(),
-            );
-            let mut reading =
-                tokio::task::spawn_blocking(move || read_ledger(&args, &group, &t, p));
-            // Reading a long ledger is progress, not a stall.
-            let read = loop {
-                tokio::select! {
-                    r = &mut reading => break r,
-                    _ = tokio::time::sleep(StdDuration::from_secs(1)) => cfg.status.beat(),
+            // No command of the partition runs before its ledger is read;
+            // a read that fails (a broker busy or away) is tried again.
+            let mut wait = StdDuration::from_millis(500);
+            let ids = loop {
+                let (args, t, group) = (
+                    cfg.kafka.clone(),
+                    topics.executions.clone(),
+                    cfg.group.clone(),
+                );
+                let mut reading =
+                    tokio::task::spawn_blocking(move || read_ledger(&args, &group, &t, p));
+                // Reading a long ledger is progress, not a stall.
+                let read = loop {
+                    tokio::select! {
+                        r = &mut reading => break r,
+                        _ = tokio::time::sleep(StdDuration::from_secs(1)) => cfg.status.beat(),
+                    }
+                };
+                match read.map_err(|e| LiveError::Other(format!("ledger reader: {e}")))? {
+                    Ok(ids) => break Some(ids),
+                    Err(e) if !stop.load(Ordering::Relaxed) => {
+                        shared
+                            .counters
+                            .ledger_retries
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            partition = p,
+                            error = %e,
+                            retry_in_ms = wait.as_millis() as u64,
+                            "reading the executions ledger failed; no command of the \
+                             partition runs before it is read"
+                        );
+                        tokio::time::sleep(wait).await;
+                        cfg.status.beat();
+                        wait = (wait * 2).min(StdDuration::from_secs(10));
+                    }
+                    Err(_) => break None,
                 }
             };
-            let ids = read.map_err(|e| LiveError::Other(format!("ledger reader: {e}")))??;
+            // Stopping: the record is left for the next owner.
+            let Some(ids) = ids else { break };
             if let Ok(mut l) = ledgers.lock() {
                 l.insert(p, ids);
             }
@@ -283,8 +313,12 @@ impl rdkafka::consumer::ConsumerContext for ExecCtx {
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, _: &rdkafka::consumer::Rebalance<'_>) {
-        let n = consumer.assignment().map_or(0, |a| a.count());
-        self.status.set_assigned(n as u64);
+        let held: Vec<i32> = consumer
+            .assignment()
+            .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        tracing::info!(partitions = ?held, "actions partitions held after a rebalance");
+        self.status.set_assigned(held.len() as u64);
     }
 }
 

@@ -83,6 +83,31 @@ pub fn wait_for<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>
     }
 }
 
+/// [`wait_for`], but a timeout also shows how each of `procs` is (running
+/// or exited, with its status) and the last lines of its log: a fault
+/// test that fails on a CI machine leaves nothing else behind.
+pub fn wait_for_procs<T>(
+    what: &str,
+    limit: Duration,
+    procs: &mut [&mut Proc],
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let end = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= end {
+            let state: Vec<String> = procs.iter_mut().map(|p| p.describe(40)).collect();
+            panic!(
+                "timed out after {limit:?} waiting for {what}\n{}",
+                state.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A `selfheal` child process that is killed when dropped.
 pub struct Proc {
     pub child: Child,
@@ -100,6 +125,27 @@ impl Proc {
         wait_for(&format!("{} to log {needle:?}", self.name), limit, || {
             (self.log_text().matches(needle).count() >= times).then_some(())
         });
+    }
+
+    /// Whether it still runs (or how it ended), and the last `lines`
+    /// lines of its log.
+    pub fn describe(&mut self, lines: usize) -> String {
+        let state = match self.child.try_wait() {
+            Ok(None) => "running".to_string(),
+            Ok(Some(s)) => format!("exited ({s})"),
+            Err(e) => format!("unknown ({e})"),
+        };
+        let log = self.log_text();
+        let all: Vec<&str> = log.lines().collect();
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        format!(
+            "--- {} (pid {}), {state}; last {} of {} log lines ({}):\n{tail}",
+            self.name,
+            self.child.id(),
+            all.len().min(lines),
+            all.len(),
+            self.log.display()
+        )
     }
 
     pub fn kill9(&mut self) {
