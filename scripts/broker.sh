@@ -34,7 +34,10 @@
 # about fetch.wait.max.ms (use fetch.wait.max.ms=10 in tests). With memory
 # storage, the listed high watermark can be behind the log, and a fetch
 # from an offset inside a stored batch returns none of that batch: a
-# consumer resuming mid-batch loses the rest of it. With sqlite
+# consumer resuming mid-batch loses the rest of it. The group
+# coordinator does not wait for members to rejoin and can re-form a group
+# at the same generation: two members can own a partition at once, and a
+# killed member's partitions can stay unconsumed. With sqlite
 # storage: deleting any topic deletes all topics, snappy batches cannot be
 # fetched, DescribeGroups fails. Debian's kcat fails its handshake
 # (librdkafka from the rdkafka crate is fine).

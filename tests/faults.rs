@@ -345,10 +345,13 @@ fn engine_faults(k: &KafkaArgs, guarantee: &str, test: &str, fault: Fault) {
         }
         x
     };
-    let start = |instance: &str| {
+    let mut engine_logs: Vec<PathBuf> = Vec::new();
+    let mut start = |instance: &str| {
         let x = extra(instance);
         let x: Vec<&str> = x.iter().map(String::as_str).collect();
-        engine(k, &policy, guarantee, &x)
+        let e = engine(k, &policy, guarantee, &x);
+        engine_logs.push(e.log.clone());
+        e
     };
     let mut eng = start("faults-a");
     // The second engine of `Fault::Rebalance`, while it runs.
@@ -503,13 +506,25 @@ fn engine_faults(k: &KafkaArgs, guarantee: &str, test: &str, fault: Fault) {
         b.terminate();
     }
     eng.terminate();
-    // Under at_least_once, an engine killed with partitions it took over
-    // a moment before can leave audit records that the journal's replay
-    // orders otherwise (seen once in four runs: the same decisions, one
-    // alert's audit record before another's); the chains are then not
-    // comparable, and only the commands are.
-    if fault == Fault::Kill || guarantee == "exactly_once" {
+    // Under at_least_once the audit topic can hold records that engines
+    // stopped before journaling, decided again after them by the next
+    // owner: `audit verify` counts them as superseded. Two owners of one
+    // partition at once (Tansu's group coordinator allows it, see
+    // scripts/README.md) leave both engines' decisions on the topic; an
+    // engine that finds the other's records in its journal says so and
+    // restarts, and the chains are then not comparable.
+    let two_owners: Vec<&PathBuf> = engine_logs
+        .iter()
+        .filter(|l| std::fs::read_to_string(l).is_ok_and(|t| t.contains("another writer")))
+        .collect();
+    if two_owners.is_empty() {
         audit_verify(k, &policy, guarantee);
+    } else {
+        assert_eq!(guarantee, "at_least_once", "{two_owners:?}");
+        eprintln!(
+            "{test}: two engines owned a partition at once ({two_owners:?} found the other's \
+             journal records and restarted); audit chains not compared"
+        );
     }
 }
 
@@ -690,7 +705,7 @@ runbooks:
 "#,
     );
     let handler = Handler::start(Duration::from_secs(2));
-    let _eng = engine(&k, &policy, "at_least_once", &[]);
+    let mut eng = engine(&k, &policy, "at_least_once", &[]);
     let feed = Feed::new(&k);
     let mut pods = Vec::new();
     let mut publish = |n: usize| {
@@ -708,11 +723,21 @@ runbooks:
         let before = started(&handler);
         publish(2);
         repeat_commands(&k, &feed, &mut rng, 2);
-        wait_for("a command to start", Duration::from_secs(60), || {
-            (started(&handler) > before).then_some(())
-        });
+        wait_for_procs(
+            "a command to start",
+            Duration::from_secs(60),
+            &mut [&mut eng, &mut exec],
+            || (started(&handler) > before).then_some(()),
+        );
         std::thread::sleep(rng.ms(0, 3_000));
         exec.kill9();
+        // The next executor starts once the killed one's session (3 s) is
+        // over. Apache Kafka's coordinator holds a rebalance until then
+        // anyway; Tansu 0.6's completes it at once, can hand the killed
+        // member partitions, and when it expires that member later, at
+        // the same generation, nobody is told to take them: they stay
+        // unconsumed (scripts/README.md).
+        std::thread::sleep(Duration::from_millis(3_500));
     }
     let _exec = quick_executor(&k, &handler.url);
     publish(3);

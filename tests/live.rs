@@ -140,6 +140,73 @@ fn at_least_once_engine_killed_and_restarted_executes_each_command_once() {
     drop(eng);
 }
 
+/// Two engines owning one partition at once (a group coordinator that
+/// let a new member in before the old owner gave the partition up) both
+/// write its journal. Under at_least_once nothing fences them, so the
+/// engine watches its journal's offsets: a record it did not write, found
+/// between its own, stops it; it restarts from the journals, rejoining the
+/// group, and goes on deciding. The other writer here is the test, with a
+/// journal record of no entries in every partition.
+#[test]
+fn an_engine_that_finds_another_writer_in_its_journal_restarts_from_the_journals() {
+    let Some(b) = real_broker() else { return };
+    let k = setup(&b, "journal-writer", 3);
+    let policy = policy_file("journal-writer", RESTART_POLICY);
+    let mut eng = engine(&k, &policy, "at_least_once", &[]);
+    eng.wait_log("partition assigned", 3, Duration::from_secs(60));
+    let targets =
+        |k: &KafkaArgs| -> HashSet<String> { commands(k).into_iter().map(|c| c.target).collect() };
+    let mut want: HashSet<String> = crash_alerts(&k, 0, 6).into_iter().collect();
+    wait_for_procs(
+        "the first commands",
+        Duration::from_secs(60),
+        &mut [&mut eng],
+        || (targets(&k) == want).then_some(()),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let producer = selfheal::live::tools::producer(&k).unwrap();
+    for p in 0..3 {
+        rt.block_on(selfheal::live::tools::publish(
+            &producer,
+            &k.topics().journal,
+            &p.to_string(),
+            &selfheal::live::journal::EMPTY,
+            "journal",
+            Some(p),
+        ))
+        .unwrap();
+    }
+    // The next batch's journal record lands after the other writer's.
+    want.extend(crash_alerts(&k, 6, 6));
+    let log = eng.log.clone();
+    let logged = |needle: &str| std::fs::read_to_string(&log).is_ok_and(|l| l.contains(needle));
+    wait_for_procs(
+        "the engine to find the other writer and restart",
+        Duration::from_secs(60),
+        &mut [&mut eng],
+        || (logged("another writer") && logged("restarting from the journals")).then_some(()),
+    );
+    // Restarted, it decides what comes next, and nothing was lost.
+    want.extend(crash_alerts(&k, 12, 6));
+    wait_for_procs(
+        "every pod's command after the restart",
+        Duration::from_secs(60),
+        &mut [&mut eng],
+        || (targets(&k) == want).then_some(()),
+    );
+    let restarted = eng
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("restarting from the journals"))
+        .count();
+    assert_eq!(
+        restarted,
+        1,
+        "one restart, for the one other writer:\n{}",
+        eng.log_text()
+    );
+}
+
 #[test]
 fn a_poison_record_goes_to_the_dlq_and_later_records_are_decided() {
     let Some(b) = real_broker() else { return };

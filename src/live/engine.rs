@@ -217,6 +217,12 @@ pub fn run(
                 tracing::error!(error = %e, "engine failed; rebuilding from the journals");
                 eprintln!("selfheal engine: {e}; restarting from the journals");
                 counters.restarts.fetch_add(1, Ordering::Relaxed);
+                let reason = match e {
+                    LiveError::OtherWriter { .. } => "journal_conflict",
+                    _ => "failure",
+                };
+                metrics::counter!(telemetry::names::ENGINE_RESTARTS, "reason" => reason)
+                    .increment(1);
                 cfg.status.set_assigned(0);
                 cfg.status.beat();
                 first = false;
@@ -363,6 +369,11 @@ fn set_failed(slot: &Mutex<Option<LiveError>>, e: LiveError) {
 struct Deliveries {
     failed: AtomicU64,
     last: Mutex<Option<String>>,
+    /// The journal topic, when its deliveries are watched (`at_least_once`):
+    /// the partition and offset of each journal record delivered, for
+    /// [`Runtime::check_journal`].
+    journal_topic: Option<String>,
+    journal: Mutex<Vec<(i32, i64)>>,
 }
 
 struct ProducerCtx {
@@ -379,6 +390,13 @@ impl ClientContext for ProducerCtx {
 impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let (Ok(m), Some(topic)) = (result, &self.deliveries.journal_topic) {
+            if m.topic() == topic {
+                if let Ok(mut j) = self.deliveries.journal.lock() {
+                    j.push((m.partition(), m.offset()));
+                }
+            }
+        }
         if let Err((e, _)) = result {
             self.deliveries.failed.fetch_add(1, Ordering::Relaxed);
             if let Ok(mut g) = self.deliveries.last.lock() {
@@ -462,6 +480,9 @@ struct Shard {
     touched: bool,
     assigned_at: Instant,
     observer: Observer,
+    /// The offset after the last journal record of this partition that
+    /// this engine read or wrote: where its next one must land.
+    journal_end: i64,
 }
 
 impl Shard {
@@ -479,6 +500,7 @@ impl Shard {
             dead: Vec::new(),
             touched: false,
             assigned_at: Instant::now(),
+            journal_end: -1,
         }
     }
 
@@ -757,7 +779,7 @@ impl Runtime {
         let status = self.cfg.status.clone();
         let mut entries = 0u64;
         let mut failed = None;
-        let (low, high) = journal::read(
+        let span = journal::read(
             &self.cfg.kafka,
             &format!("{}-journal-reader", self.cfg.group),
             p,
@@ -785,11 +807,13 @@ impl Runtime {
         tracing::info!(
             partition = p,
             entries,
-            journal_low = low,
-            journal_high = high,
+            journal_low = span.low,
+            journal_high = span.high,
+            journal_end = span.end,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partition assigned; state rebuilt from the journal"
         );
+        shard.journal_end = span.end;
         Ok(shard)
     }
 
@@ -1451,6 +1475,7 @@ impl Runtime {
             self.check_deliveries()?;
         } else {
             self.flush("the journal")?;
+            self.check_journal()?;
             // Asynchronous while running: the journal, delivered above, is
             // what a restart resumes from; a lost offset commit only means
             // records fetched again and skipped as already journaled.
@@ -1468,6 +1493,45 @@ impl Runtime {
         self.batch_started = None;
         self.urgent = false;
         Ok(())
+    }
+
+    /// Under `at_least_once`, each partition's journal records just
+    /// delivered must follow the last one this engine read or wrote, one
+    /// after another. A gap means another engine wrote that partition's
+    /// journal meanwhile: two members of the group own the partition at
+    /// once (a group coordinator that let a new member in before the old
+    /// owner gave the partition up, or an owner that lost its membership
+    /// and did not notice). The state here then lacks the other writer's
+    /// decisions, so the engine stops with an error and restarts from the
+    /// journals, rejoining the group (`run`).
+    fn check_journal(&mut self) -> Result<(), LiveError> {
+        let mut got = match self.deliveries.journal.lock() {
+            Ok(mut j) => std::mem::take(&mut *j),
+            Err(_) => return Ok(()),
+        };
+        got.sort_unstable();
+        let mut conflict = None;
+        for run in got.chunk_by(|a, b| a.0 == b.0) {
+            let (p, first, last) = (run[0].0, run[0].1, run[run.len() - 1].1);
+            let Some(shard) = self.shards.get_mut(&p) else {
+                continue;
+            };
+            let expected = shard.journal_end;
+            let gapless = last - first + 1 == run.len() as i64;
+            if (expected >= 0 && first != expected) || !gapless {
+                conflict.get_or_insert((p, expected, first, last));
+            }
+            shard.journal_end = last + 1;
+        }
+        let Some((partition, expected, first, last)) = conflict else {
+            return Ok(());
+        };
+        Err(LiveError::OtherWriter {
+            partition,
+            expected,
+            first,
+            last,
+        })
     }
 
     fn flush(&self, what: &str) -> Result<(), LiveError> {
@@ -1573,7 +1637,12 @@ fn run_once(
 ) -> Result<(), LiveError> {
     let topics = cfg.kafka.topics();
     let health = cfg.status.health().clone();
-    let deliveries = Arc::new(Deliveries::default());
+    // Under exactly_once the transaction fences another writer; under
+    // at_least_once the journal's offsets show one (`check_journal`).
+    let deliveries = Arc::new(Deliveries {
+        journal_topic: (cfg.guarantee == Guarantee::AtLeastOnce).then(|| topics.journal.clone()),
+        ..Deliveries::default()
+    });
     let mut pc = cfg.kafka.producer_config()?;
     pc.set("client.id", &cfg.instance)
         .set("linger.ms", PRODUCER_LINGER_MS.to_string())

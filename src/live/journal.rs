@@ -262,8 +262,7 @@ pub fn decode(value: &[u8]) -> Result<Vec<Entry>, String> {
 }
 
 /// Reads partition `p` of the journal topic from its start to its current
-/// end, calling `f` with every entry in order; returns the watermarks
-/// listed before reading (for the log). `committed` reads only committed
+/// end, calling `f` with every entry in order; returns the offsets read. `committed` reads only committed
 /// transactions (what an `exactly_once` engine wrote); otherwise
 /// everything.
 ///
@@ -276,7 +275,7 @@ pub fn read(
     p: i32,
     committed: bool,
     mut f: impl FnMut(Entry),
-) -> Result<(i64, i64), LiveError> {
+) -> Result<super::Span, LiveError> {
     let topic = args.topics().journal;
     let mut cc = args.consumer_config()?;
     // Under at_least_once nothing is written in transactions, and a

@@ -64,6 +64,17 @@ pub enum LiveError {
     },
     #[error("journal of partition {partition}: {message}")]
     Journal { partition: i32, message: String },
+    #[error(
+        "journal of partition {partition}: another writer: this engine's journal records \
+         landed at offsets {first}..={last}, the last one it knew of ends at {expected}; \
+         two engines own the partition at once"
+    )]
+    OtherWriter {
+        partition: i32,
+        expected: i64,
+        first: i64,
+        last: i64,
+    },
     #[error("{0} deliveries failed: {1}")]
     Delivery(u64, String),
     #[error("{0}")]
@@ -77,11 +88,23 @@ impl LiveError {
     }
 }
 
+/// What [`read_to_end`] read of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    /// The low watermark listed before reading.
+    pub low: i64,
+    /// The high watermark listed before reading (for logs: Tansu 0.6
+    /// lists it behind its log).
+    pub high: i64,
+    /// The offset after the last record read (`low` when none was).
+    pub end: i64,
+}
+
 /// Reads partition `p` of `topic` from its first record to its end with
 /// `reader`, a consumer of its own with `enable.partition.eof` set,
-/// calling `f` with every record in order; returns the watermarks listed
-/// before reading (for logs). A read not done within `limit` fails with
-/// `late(next offset, listed end)`; a Kafka error names `topic[p]`.
+/// calling `f` with every record in order. A read not done within
+/// `limit` fails with `late(next offset, listed end)`; a Kafka error
+/// names `topic[p]`.
 ///
 /// The end is where a fetch finds nothing more (partition EOF), or, for a
 /// broker that never says so, half a second without a record once the
@@ -96,7 +119,7 @@ pub(crate) fn read_to_end<C: rdkafka::consumer::ConsumerContext>(
     limit: StdDuration,
     late: impl FnOnce(i64, i64) -> LiveError,
     mut f: impl FnMut(&rdkafka::message::BorrowedMessage<'_>) -> Result<(), LiveError>,
-) -> Result<(i64, i64), LiveError> {
+) -> Result<Span, LiveError> {
     use rdkafka::consumer::Consumer;
     use rdkafka::Message;
     let kafka = || LiveError::kafka(format!("reading {topic}[{p}]"));
@@ -109,14 +132,15 @@ pub(crate) fn read_to_end<C: rdkafka::consumer::ConsumerContext>(
     reader.assign(&tpl).map_err(kafka())?;
     let deadline = std::time::Instant::now() + limit;
     let mut next = low;
+    let span = |end| Span { low, high, end };
     loop {
         if std::time::Instant::now() > deadline {
             return Err(late(next, high));
         }
         match reader.poll(StdDuration::from_millis(500)) {
-            None if next >= high => return Ok((low, high)),
+            None if next >= high => return Ok(span(next)),
             None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok((low, high)),
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(span(next)),
             Some(Err(e)) => return Err(kafka()(e)),
             Some(Ok(m)) => {
                 f(&m)?;

@@ -78,8 +78,13 @@ pub mod names {
     /// (`delivered`, `duplicate`, `gave_up`).
     pub const NOTIFY_DELIVERIES: &str = "selfheal_notify_deliveries_total";
 
+    /// Counter `{reason}`: times the engine stopped on an error and
+    /// restarted from the journals: `journal_conflict` (another engine
+    /// wrote a partition's journal) or `failure` (any other error).
+    pub const ENGINE_RESTARTS: &str = "selfheal_engine_restarts_total";
+
     /// Every name above.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         RECORDS_CONSUMED,
         DECODE_FAILURES,
         DEAD_LETTERS,
@@ -102,6 +107,7 @@ pub mod names {
         KILL_SWITCHES_ACTIVE,
         COMMIT_DURATION,
         NOTIFY_DELIVERIES,
+        ENGINE_RESTARTS,
     ];
 }
 

@@ -357,34 +357,71 @@ fn scan(
 
 /// Checks audit records one at a time, per service chain. Exact repeats
 /// of a record already seen (an `at_least_once` engine re-emitting a
-/// batch after a crash) are reported as duplicates, not as breaks.
+/// batch after a crash) are reported as repeats, not as breaks. Under
+/// `at_least_once` an engine can also stop after sending records it had
+/// not journaled yet; the next owner of the partition decides them again
+/// from the journal, possibly otherwise, and its records then carry seqs
+/// already seen. Such a record, linked to the record before its seq, is
+/// reported as *re-decided*, and the chain goes on from it (within the
+/// last [`RECENT`] seqs of a chain).
 #[derive(Debug, Default)]
 pub struct ChainVerifier {
-    heads: HashMap<String, (u64, String)>,
+    chains: HashMap<String, std::collections::VecDeque<(u64, String)>>,
     pub verified: u64,
     pub duplicates: u64,
+    pub redecided: u64,
 }
+
+/// Seqs of each chain whose hashes the verifier keeps for re-decisions.
+pub const RECENT: usize = 64;
 
 /// What the verifier made of one record.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Link {
     Ok,
     Duplicate,
+    /// Another record for a seq already seen, linked to the record
+    /// before it: the chain was decided again from there.
+    Redecided,
 }
 
 impl ChainVerifier {
     pub fn check(&mut self, a: &Audit) -> Result<Link, ChainError> {
-        let (seq, prev) = self
-            .heads
-            .get(&a.service)
-            .map_or((0, GENESIS), |(s, h)| (*s, h.as_str()));
-        if a.seq <= seq && compute_hash(a) == a.hash {
+        let chain = self.chains.entry(a.service.clone()).or_default();
+        let (seq, prev) = chain.back().map_or((0, GENESIS), |(s, h)| (*s, h.as_str()));
+        if a.seq <= seq {
+            let hash_of = |s: u64| chain.iter().find(|(x, _)| *x == s).map(|(_, h)| h.as_str());
+            let before = match a.seq {
+                1 => Some(GENESIS),
+                s => hash_of(s - 1),
+            };
+            let sound = compute_hash(a) == a.hash;
+            match (hash_of(a.seq), before) {
+                (Some(h), _) if h == a.hash && sound => {}
+                (Some(_), Some(before)) => {
+                    check_link(a, a.seq - 1, before)?;
+                    chain.retain(|(s, _)| *s < a.seq);
+                    chain.push_back((a.seq, a.hash.clone()));
+                    self.redecided += 1;
+                    return Ok(Link::Redecided);
+                }
+                // Older than the seqs kept: a repeat if it is sound.
+                (None, _) if sound => {}
+                _ => {
+                    return Err(ChainError::Tampered {
+                        service: a.service.clone(),
+                        seq: a.seq,
+                    })
+                }
+            }
             self.duplicates += 1;
             return Ok(Link::Duplicate);
         }
         check_link(a, seq, prev)?;
-        self.heads
-            .insert(a.service.clone(), (a.seq, a.hash.clone()));
+        chain.push_back((a.seq, a.hash.clone()));
+        if chain.len() > RECENT {
+            chain.pop_front();
+        }
         self.verified += 1;
         Ok(Link::Ok)
     }
@@ -502,6 +539,52 @@ mod tests {
         ));
     }
 
+    /// The checkout chain of a fresh core given alerts `names`, one a
+    /// minute.
+    fn checkout_chain(names: &[&str]) -> Vec<Audit> {
+        use crate::engine::Engine;
+        use crate::records::Record;
+        let policy = crate::policy::parse("runbooks: []\n", "p.yaml").unwrap();
+        let mut e = Engine::new(std::sync::Arc::new(policy));
+        let mut out = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let line = format!(
+                r#"{{"ts":"2026-03-01T10:0{i}:00Z","kind":"alert","data":{{"status":"firing","labels":{{"alertname":"{name}","service":"checkout"}}}}}}"#
+            );
+            e.process(&Record::from_json_line(&line).unwrap(), &mut out)
+                .unwrap();
+        }
+        out.into_iter()
+            .filter_map(|x| match x.output {
+                Output::Audit(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chain_decided_again_from_a_seq_already_seen_goes_on_from_there() {
+        // An engine decided A, B, C and stopped before journaling C; the
+        // next owner decided A, B again (repeats) and then D, E.
+        let first = checkout_chain(&["A", "B", "C"]);
+        let second = checkout_chain(&["A", "B", "D", "E"]);
+        let fork = first.iter().zip(&second).position(|(a, b)| a != b).unwrap();
+        assert!(fork > 0 && second.len() > fork + 1);
+        let mut v = ChainVerifier::default();
+        for a in first.iter().chain(&second[..fork]) {
+            assert_ne!(v.check(a).unwrap(), Link::Redecided);
+        }
+        assert_eq!(v.check(&second[fork]).unwrap(), Link::Redecided);
+        for a in &second[fork + 1..] {
+            assert_eq!(v.check(a).unwrap(), Link::Ok, "the chain goes on");
+        }
+        assert_eq!(v.redecided, 1);
+        // The first engine's record is the one that no longer links.
+        let mut after = first[fork].clone();
+        after.seq = second.last().unwrap().seq + 1;
+        assert!(v.check(&after).is_err());
+    }
+
     #[test]
     fn the_verifier_accepts_a_chain_skips_repeats_and_finds_tampering() {
         use crate::engine::Engine;
@@ -529,6 +612,10 @@ mod tests {
             assert_eq!(v.check(a).unwrap(), Link::Ok);
         }
         assert_eq!(v.check(&audits[1]).unwrap(), Link::Duplicate);
+        // A repeat that is not the record seen, and not linked: tampered.
+        let mut edited = audits[1].clone();
+        edited.reasons.push("edited".into());
+        assert!(v.check(&edited).is_err());
         let mut forged = audits[2].clone();
         forged.seq = audits.len() as u64 + 1;
         forged.prev_hash = audits.last().unwrap().hash.clone();

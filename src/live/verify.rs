@@ -8,7 +8,9 @@
 //! chain named as the live engine names it (`global@P`), must give the
 //! audit records the engine published, byte for byte. Exact repeats on the
 //! topic (an `at_least_once` engine re-emitting a batch after a crash) are
-//! not differences.
+//! not differences, nor, under `at_least_once`, records an engine sent
+//! and stopped before journaling that the next owner decided again
+//! ([`compare_superseding`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -157,6 +159,9 @@ pub struct Comparison {
     pub matched: usize,
     /// Exact repeats on the topic, ignored.
     pub repeats: usize,
+    /// Records decided by an engine that stopped before journaling them,
+    /// decided again after them (see [`compare_superseding`]); ignored.
+    pub superseded: usize,
     /// The first divergence of each diverging chain, earliest first (by
     /// the event time of the record concerned, then service).
     pub divergences: Vec<Divergence>,
@@ -202,6 +207,27 @@ fn field_diffs(expected: &Audit, found: &Audit) -> Vec<FieldDiff> {
 /// Compares the replayed audit records with those of the topic, per
 /// service chain in seq order.
 pub fn compare(replayed: &[Audit], recorded: &[AuditAt]) -> Comparison {
+    compare_with(replayed, recorded, false)
+}
+
+/// [`compare`] for an `at_least_once` engine's topic. Such an engine
+/// sends its outputs as it decides them and journals them at the batch
+/// commit; when it stops in between (a crash, a kill), the next owner of
+/// the partition decides those records again from the journal, and can
+/// decide them otherwise: the event time of a record is its timestamp
+/// held back to the core's clock, and the clock of the engine that
+/// stopped had moved on with records it never journaled. Its records
+/// then stay on the topic ahead of the ones the journal explains. A
+/// record that is not the replay's is *superseded* when a later record of
+/// its chain (same partition, higher offset) with the same or a lower seq
+/// is the replay's: the chain was decided again from there. Superseded
+/// records are counted, not divergences; anything else is compared as by
+/// [`compare`].
+pub fn compare_superseding(replayed: &[Audit], recorded: &[AuditAt]) -> Comparison {
+    compare_with(replayed, recorded, true)
+}
+
+fn compare_with(replayed: &[Audit], recorded: &[AuditAt], superseding: bool) -> Comparison {
     let mut want: BTreeMap<&str, Vec<&Audit>> = BTreeMap::new();
     for a in replayed {
         want.entry(&a.service).or_default().push(a);
@@ -219,12 +245,42 @@ pub fn compare(replayed: &[Audit], recorded: &[AuditAt]) -> Comparison {
             chain.push(r);
         }
     }
+    let mut superseded = 0;
+    if superseding {
+        for (s, chain) in have.iter_mut() {
+            let by_seq: HashMap<u64, &Audit> = want
+                .get(s)
+                .map(|w| w.iter().map(|a| (a.seq, *a)).collect())
+                .unwrap_or_default();
+            let explained =
+                |r: &AuditAt| by_seq.get(&r.audit.seq).is_some_and(|a| same(a, &r.audit));
+            // From the end of each partition: the lowest seq of a later
+            // record that the replay explains.
+            let mut order: Vec<usize> = (0..chain.len()).collect();
+            order.sort_by_key(|&i| std::cmp::Reverse((chain[i].partition, chain[i].offset)));
+            let mut lowest: HashMap<i32, u64> = HashMap::new();
+            let mut keep = vec![true; chain.len()];
+            for i in order {
+                let r = chain[i];
+                if explained(r) {
+                    let l = lowest.entry(r.partition).or_insert(r.audit.seq);
+                    *l = (*l).min(r.audit.seq);
+                } else if lowest.get(&r.partition).is_some_and(|&l| l <= r.audit.seq) {
+                    keep[i] = false;
+                    superseded += 1;
+                }
+            }
+            let mut k = keep.into_iter();
+            chain.retain(|_| k.next().unwrap_or(true));
+        }
+    }
     let mut services: Vec<&str> = want.keys().chain(have.keys()).copied().collect();
     services.sort_unstable();
     services.dedup();
     let mut out = Comparison {
         chains: services.len(),
         repeats,
+        superseded,
         ..Comparison::default()
     };
     let mut found: Vec<(i64, Divergence)> = Vec::new();
@@ -529,6 +585,56 @@ runbooks:
         assert!(text.contains("service search seq 1"), "{text}");
         assert!(text.contains(r#"found    "forged""#), "{text}");
         assert_eq!(compare(&a, &topic).divergences.len(), 2);
+    }
+
+    /// The topic with `extra` records put in before position `at`,
+    /// offsets renumbered in topic order.
+    fn with_inserted(topic: &[AuditAt], at: usize, extra: &[AuditAt]) -> Vec<AuditAt> {
+        let mut t = topic[..at].to_vec();
+        t.extend_from_slice(extra);
+        t.extend_from_slice(&topic[at..]);
+        for (i, r) in t.iter_mut().enumerate() {
+            r.offset = 100 + i as i64;
+        }
+        t
+    }
+
+    #[test]
+    fn at_least_once_records_decided_again_after_them_are_superseded_not_divergent() {
+        let a = audits(POLICY, &STREAM);
+        let topic = on_topic(&a);
+        // An engine decided checkout's last record otherwise (and one
+        // more after it), was killed before journaling them, and the
+        // next owner decided that record again from the journal.
+        let last = topic
+            .iter()
+            .rposition(|r| r.audit.service == "checkout")
+            .unwrap();
+        let mut orphan = topic[last].clone();
+        orphan
+            .audit
+            .reasons
+            .push("decided by an engine that stopped".into());
+        let mut next = orphan.clone();
+        next.audit.seq += 1;
+        let t = with_inserted(&topic, last, &[orphan.clone(), next]);
+        let c = compare_superseding(&a, &t);
+        assert_eq!(c.divergences, vec![]);
+        assert_eq!((c.matched, c.superseded), (a.len(), 2));
+        // Strictly (exactly_once), they are what they are: divergences.
+        let d = first_divergence(&a, &t).unwrap();
+        assert!(matches!(d, Divergence::Differs { .. }), "{d:?}");
+
+        // A record nothing decided again after it is still a divergence:
+        // here the other version comes after the journaled one.
+        let t = with_inserted(&topic, last + 1, &[orphan]);
+        let c = compare_superseding(&a, &t);
+        assert_eq!(c.superseded, 0);
+        assert!(
+            matches!(c.divergences.as_slice(), [Divergence::Extra { service, .. }] if service == "checkout"),
+            "{:?}",
+            c.divergences
+        );
     }
 
     #[test]
