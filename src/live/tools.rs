@@ -542,24 +542,8 @@ mod tests {
     /// The checkout chain of a fresh core given alerts `names`, one a
     /// minute.
     fn checkout_chain(names: &[&str]) -> Vec<Audit> {
-        use crate::engine::Engine;
-        use crate::records::Record;
-        let policy = crate::policy::parse("runbooks: []\n", "p.yaml").unwrap();
-        let mut e = Engine::new(std::sync::Arc::new(policy));
-        let mut out = Vec::new();
-        for (i, name) in names.iter().enumerate() {
-            let line = format!(
-                r#"{{"ts":"2026-03-01T10:0{i}:00Z","kind":"alert","data":{{"status":"firing","labels":{{"alertname":"{name}","service":"checkout"}}}}}}"#
-            );
-            e.process(&Record::from_json_line(&line).unwrap(), &mut out)
-                .unwrap();
-        }
-        out.into_iter()
-            .filter_map(|x| match x.output {
-                Output::Audit(a) => Some(a),
-                _ => None,
-            })
-            .collect()
+        let alerts: Vec<(&str, &str)> = names.iter().map(|n| (*n, "checkout")).collect();
+        crate::live::verify::tests::audits("runbooks: []\n", &alerts)
     }
 
     #[test]
@@ -587,25 +571,7 @@ mod tests {
 
     #[test]
     fn the_verifier_accepts_a_chain_skips_repeats_and_finds_tampering() {
-        use crate::engine::Engine;
-        use crate::records::Record;
-        let policy = crate::policy::parse("runbooks: []\n", "p.yaml").unwrap();
-        let mut e = Engine::new(std::sync::Arc::new(policy));
-        let mut out = Vec::new();
-        for (i, name) in ["A", "B", "C"].iter().enumerate() {
-            let line = format!(
-                r#"{{"ts":"2026-03-01T10:0{i}:00Z","kind":"alert","data":{{"status":"firing","labels":{{"alertname":"{name}","service":"checkout"}}}}}}"#
-            );
-            e.process(&Record::from_json_line(&line).unwrap(), &mut out)
-                .unwrap();
-        }
-        let audits: Vec<Audit> = out
-            .into_iter()
-            .filter_map(|x| match x.output {
-                Output::Audit(a) => Some(a),
-                _ => None,
-            })
-            .collect();
+        let audits = checkout_chain(&["A", "B", "C"]);
         assert!(audits.len() >= 3);
         let mut v = ChainVerifier::default();
         for a in &audits {

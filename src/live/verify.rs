@@ -489,7 +489,7 @@ fn partitions(args: &KafkaArgs, topic: &str) -> Result<usize, LiveError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::records::Record;
     use crate::time::Timestamp;
@@ -503,7 +503,9 @@ runbooks:
     validate: {within: 5m}
 "#;
 
-    fn audits(policy: &str, alerts: &[(&str, &str)]) -> Vec<Audit> {
+    /// The audit records of a fresh core given one firing alert a minute,
+    /// `(alertname, service)`, each for pod `{service}-1`.
+    pub(crate) fn audits(policy: &str, alerts: &[(&str, &str)]) -> Vec<Audit> {
         let policy = Arc::new(crate::policy::parse(policy, "p.yaml").unwrap());
         let mut e = Engine::new(policy);
         let mut out = Vec::new();
