@@ -354,6 +354,7 @@ fn engine_faults(k: &KafkaArgs, guarantee: &str, test: &str, fault: Fault) {
         e
     };
     let mut eng = start("faults-a");
+    let first_log = eng.log.clone();
     // The second engine of `Fault::Rebalance`, while it runs.
     let mut second: Option<Proc> = None;
     let mut stops = 0;
@@ -439,11 +440,36 @@ fn engine_faults(k: &KafkaArgs, guarantee: &str, test: &str, fault: Fault) {
         .collect();
     assert_eq!(restarted, crashed, "the replay does not restart every pod");
     let limit = std::time::Instant::now() + Duration::from_secs(120);
+    // Since when the first engine, alone in the group now, holds nothing.
+    let mut idle_since: Option<std::time::Instant> = None;
+    let mut restarted_alone = false;
     let (live, counts) = loop {
         let (live, counts) = live_commands(k);
         let ran = handler.counts();
         if live.keys().eq(want.keys()) && want.keys().all(|id| ran.contains_key(id)) {
             break (live, counts);
+        }
+        // Only on Tansu (the at_least_once variant): the mock cluster's
+        // coordinator is Apache Kafka's protocol done right.
+        if fault == Fault::Rebalance && guarantee == "at_least_once" && !restarted_alone {
+            if held_partitions(&eng.log_text()).is_empty() {
+                let since = *idle_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > Duration::from_secs(20) {
+                    // Seen on Tansu 0.6 (scripts/README.md): after the
+                    // last change of members its coordinator assigned
+                    // the one member left nothing, for minutes.
+                    eprintln!(
+                        "{test}: the first engine, alone in its group, has held no partition \
+                         for 20 s; the group coordinator gave it none after the last change \
+                         of members: restarting it"
+                    );
+                    eng.terminate();
+                    eng = start("faults-a");
+                    restarted_alone = true;
+                }
+            } else {
+                idle_since = None;
+            }
         }
         if std::time::Instant::now() > limit {
             let missing: Vec<_> = want
@@ -497,6 +523,7 @@ fn engine_faults(k: &KafkaArgs, guarantee: &str, test: &str, fault: Fault) {
         "the last engine recovered nothing from the journal:\n{log}"
     );
     if fault == Fault::Rebalance {
+        let log = without_colours(&std::fs::read_to_string(&first_log).unwrap_or_default());
         assert!(
             log.contains("partition revoked"),
             "the first engine never gave a partition up:\n{log}"
@@ -526,6 +553,27 @@ fn engine_faults(k: &KafkaArgs, guarantee: &str, test: &str, fault: Fault) {
              journal records and restarted); audit chains not compared"
         );
     }
+}
+
+/// The partitions an engine holds by its log: those assigned and not
+/// revoked since.
+fn held_partitions(log: &str) -> BTreeSet<String> {
+    let mut held = BTreeSet::new();
+    for l in without_colours(log).lines() {
+        let Some(p) = l
+            .split("partition=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+        else {
+            continue;
+        };
+        if l.contains("partition assigned") {
+            held.insert(p.to_string());
+        } else if l.contains("partition revoked") {
+            held.remove(p);
+        }
+    }
+    held
 }
 
 /// One round of the stream: three new crashing pods, the resolution of
