@@ -346,13 +346,15 @@ fn engine_faults(k: &KafkaArgs, guarantee: &str, test: &str, fault: Fault) {
         x
     };
     let mut engine_logs: Vec<PathBuf> = Vec::new();
-    let mut start = |instance: &str| {
+    let mut group = format!("{}engine", k.topic_prefix);
+    let mut start_in = |instance: &str, group: &str| {
         let x = extra(instance);
         let x: Vec<&str> = x.iter().map(String::as_str).collect();
-        let e = engine(k, &policy, guarantee, &x);
+        let e = engine_in(k, group, &policy, guarantee, &x);
         engine_logs.push(e.log.clone());
         e
     };
+    let mut start = |instance: &str| start_in(instance, &group);
     let mut eng = start("faults-a");
     let first_log = eng.log.clone();
     // The second engine of `Fault::Rebalance`, while it runs.
@@ -457,14 +459,18 @@ fn engine_faults(k: &KafkaArgs, guarantee: &str, test: &str, fault: Fault) {
                 if since.elapsed() > Duration::from_secs(20) {
                     // Seen on Tansu 0.6 (scripts/README.md): after the
                     // last change of members its coordinator assigned
-                    // the one member left nothing, for minutes.
+                    // nothing to the one member left, nor to a member
+                    // joining then, for minutes. The engine goes on in a
+                    // new group: its state and input positions are in the
+                    // journals, not in the group's committed offsets.
+                    group = format!("{}engine-regrouped", k.topic_prefix);
                     eprintln!(
                         "{test}: the first engine, alone in its group, has held no partition \
                          for 20 s; the group coordinator gave it none after the last change \
-                         of members: restarting it"
+                         of members: restarting it in consumer group {group}"
                     );
                     eng.terminate();
-                    eng = start("faults-a");
+                    eng = start_in("faults-a", &group);
                     restarted_alone = true;
                 }
             } else {

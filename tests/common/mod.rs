@@ -207,6 +207,23 @@ pub fn spawn(name: &str, args: &[String]) -> Proc {
 }
 
 pub fn engine(k: &KafkaArgs, policy: &std::path::Path, guarantee: &str, extra: &[&str]) -> Proc {
+    engine_in(
+        k,
+        &format!("{}engine", k.topic_prefix),
+        policy,
+        guarantee,
+        extra,
+    )
+}
+
+/// [`engine`] in consumer group `group`.
+pub fn engine_in(
+    k: &KafkaArgs,
+    group: &str,
+    policy: &std::path::Path,
+    guarantee: &str,
+    extra: &[&str],
+) -> Proc {
     let mut a = vec!["engine".to_string()];
     a.extend(kafka_flags(k));
     a.extend([
@@ -215,7 +232,7 @@ pub fn engine(k: &KafkaArgs, policy: &std::path::Path, guarantee: &str, extra: &
         "--processing-guarantee".into(),
         guarantee.into(),
         "--group".into(),
-        format!("{}engine", k.topic_prefix),
+        group.to_string(),
         "--format".into(),
         "json".into(),
     ]);
