@@ -346,7 +346,7 @@ fn engine_faults(k: &KafkaArgs, guarantee: &str, test: &str, fault: Fault) {
         x
     };
     let mut engine_logs: Vec<PathBuf> = Vec::new();
-    let mut group = format!("{}engine", k.topic_prefix);
+    let group = format!("{}engine", k.topic_prefix);
     let mut start_in = |instance: &str, group: &str| {
         let x = extra(instance);
         let x: Vec<&str> = x.iter().map(String::as_str).collect();
@@ -463,14 +463,14 @@ fn engine_faults(k: &KafkaArgs, guarantee: &str, test: &str, fault: Fault) {
                     // joining then, for minutes. The engine goes on in a
                     // new group: its state and input positions are in the
                     // journals, not in the group's committed offsets.
-                    group = format!("{}engine-regrouped", k.topic_prefix);
+                    let regrouped = format!("{}engine-regrouped", k.topic_prefix);
                     eprintln!(
                         "{test}: the first engine, alone in its group, has held no partition \
                          for 20 s; the group coordinator gave it none after the last change \
-                         of members: restarting it in consumer group {group}"
+                         of members: restarting it in consumer group {regrouped}"
                     );
                     eng.terminate();
-                    eng = start_in("faults-a", &group);
+                    eng = start_in("faults-a", &regrouped);
                     restarted_alone = true;
                 }
             } else {

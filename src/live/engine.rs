@@ -847,14 +847,11 @@ impl Runtime {
             ),
             _ => None,
         };
-        let slack = self.cfg.pace_slack_ms;
-        let mut ahead = ts.is_some_and(|ts| ts > self.frontier(p, t).saturating_add(slack));
-        let mut queued = self.held.get(&key).is_some_and(|q| !q.is_empty());
+        let (mut ahead, mut queued) = self.held_back(p, t, ts);
         if (ahead || queued) && self.release_for(consumer, p, t, ts, queued) {
             // What held this record back may have been held itself, and
             // is decided now: look again.
-            ahead = ts.is_some_and(|ts| ts > self.frontier(p, t).saturating_add(slack));
-            queued = self.held.get(&key).is_some_and(|q| !q.is_empty());
+            (ahead, queued) = self.held_back(p, t, ts);
         }
         if ahead || queued {
             // Held back, in offset order, until the partition's slower
@@ -1050,8 +1047,8 @@ impl Runtime {
     }
 
     /// Input topic `t` of partition `p`: its position (the consumer's in
-    /// `positions`, or `floor` when that is later or there is none) and its high watermark as of the last
-    /// fetch (-1 when unknown).
+    /// `positions`, or `floor` when that is later or there is none) and
+    /// its high watermark as of the last fetch (-1 when unknown).
     fn input_progress(
         &self,
         consumer: &BaseConsumer<Ctx>,
@@ -1174,6 +1171,16 @@ impl Runtime {
             &h.value,
             h.trace.map(|b| *b),
         );
+    }
+
+    /// Whether a record of input topic `t` of partition `p`, stamped
+    /// `ts`, is ahead of the partition's frontier (past the pacing slack),
+    /// and whether records of its topic-partition are held already.
+    fn held_back(&self, p: i32, t: usize, ts: Option<i64>) -> (bool, bool) {
+        let slack = self.cfg.pace_slack_ms;
+        let ahead = ts.is_some_and(|ts| ts > self.frontier(p, t).saturating_add(slack));
+        let queued = self.held.get(&(t as u8, p)).is_some_and(|q| !q.is_empty());
+        (ahead, queued)
     }
 
     /// A record of input topic `t` of partition `p`, stamped `ts`, was

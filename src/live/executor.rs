@@ -6,9 +6,9 @@
 //! only then is the command's offset committed and the command started.
 //! Before it runs the first command of a partition it holds, an executor
 //! reads the ledger partition to its end (a failed read is tried again,
-//! with backoff), and a command whose id is already there is not run again: redelivery after a
-//! crash or a rebalance, or the same command emitted twice under
-//! `at_least_once`, runs it once. A command claimed by an executor that
+//! with backoff), and a command whose id is already there is not run
+//! again: redelivery after a crash or a rebalance, or the same command
+//! emitted twice under `at_least_once`, runs it once. A command claimed by an executor that
 //! died before reporting gets no result; the engine escalates it when its
 //! result is overdue. Commands past their deadline are not started: they
 //! are reported `timed_out` at once.
@@ -175,20 +175,7 @@ pub async fn run(
             // a read that fails (a broker busy or away) is tried again.
             let mut wait = StdDuration::from_millis(500);
             let ids = loop {
-                let (args, t, group) = (
-                    cfg.kafka.clone(),
-                    topics.executions.clone(),
-                    cfg.group.clone(),
-                );
-                let mut reading =
-                    tokio::task::spawn_blocking(move || read_ledger(&args, &group, &t, p));
-                // Reading a long ledger is progress, not a stall.
-                let read = loop {
-                    tokio::select! {
-                        r = &mut reading => break r,
-                        _ = tokio::time::sleep(StdDuration::from_secs(1)) => cfg.status.beat(),
-                    }
-                };
+                let read = read_ledger_beating(&cfg, &topics.executions, p).await;
                 match read.map_err(|e| LiveError::Other(format!("ledger reader: {e}")))? {
                     Ok(ids) => break Some(ids),
                     Err(e) if !stop.load(Ordering::Relaxed) => {
@@ -494,6 +481,23 @@ fn trace_headers(
         }),
         None => h,
     })
+}
+
+/// [`read_ledger`] on a blocking thread, the heartbeat beating while it
+/// lasts: reading a long ledger is progress, not a stall.
+async fn read_ledger_beating(
+    cfg: &ExecutorConfig,
+    topic: &str,
+    p: i32,
+) -> Result<Result<HashSet<String>, LiveError>, tokio::task::JoinError> {
+    let (args, t, group) = (cfg.kafka.clone(), topic.to_string(), cfg.group.clone());
+    let mut reading = tokio::task::spawn_blocking(move || read_ledger(&args, &group, &t, p));
+    loop {
+        tokio::select! {
+            r = &mut reading => return r,
+            _ = tokio::time::sleep(StdDuration::from_secs(1)) => cfg.status.beat(),
+        }
+    }
 }
 
 /// The ids in one partition of the executions ledger.

@@ -262,9 +262,9 @@ pub fn decode(value: &[u8]) -> Result<Vec<Entry>, String> {
 }
 
 /// Reads partition `p` of the journal topic from its start to its current
-/// end, calling `f` with every entry in order; returns the offsets read. `committed` reads only committed
-/// transactions (what an `exactly_once` engine wrote); otherwise
-/// everything.
+/// end, calling `f` with every entry in order; returns the offsets read.
+/// `committed` reads only committed transactions (what an `exactly_once`
+/// engine wrote); otherwise everything.
 ///
 /// The end is as [`super::read_to_end`] finds it, not the high watermark
 /// listed first: a journal read short of its end would leave the
