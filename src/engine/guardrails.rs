@@ -194,9 +194,14 @@ pub fn action_window(g: &crate::policy::Guardrails) -> i64 {
 }
 
 /// Records an emitted command for cooldowns and rate limits, forgetting
-/// entries older than any window that could still count them.
+/// entries older than any window that could still count them. A runbook
+/// with neither keeps no history: nothing would read it, and one entry a
+/// target would otherwise pile up between two sweeps.
 pub fn record_action(state: &mut State, runbook: &Runbook, target: &str, now: Timestamp) {
     let keep = action_window(&runbook.guardrails);
+    if keep == 0 {
+        return;
+    }
     if !state.actions.contains_key(&runbook.name) {
         state
             .actions

@@ -192,6 +192,14 @@ impl Engine {
         self.state.incidents.len()
     }
 
+    /// Entries kept after their incident closed, each forgotten at a sweep
+    /// once it can no longer change a decision: closed incidents' alert
+    /// keys (kept [`state::CLOSED_KEEP`]) and the targets in the guardrails'
+    /// command history (kept for the longest window that counts them).
+    pub fn remembered(&self) -> usize {
+        self.state.closed.len() + self.state.actions.values().map(|t| t.len()).sum::<usize>()
+    }
+
     /// The state of every open incident (for metrics; read-only).
     pub fn open_incident_states(&self) -> impl Iterator<Item = crate::records::IncidentState> + '_ {
         self.state.incidents.values().map(|i| i.state)

@@ -403,6 +403,24 @@ runbooks:
         assert!(s.actions.is_empty());
     }
 
+    /// A runbook with a cooldown or a rate limit remembers each target it
+    /// acted on; one with neither remembers none, for nothing reads it.
+    #[test]
+    fn only_runbooks_with_a_window_remember_their_targets() {
+        let text = format!(
+            "{POLICY}  - name: no-window\n    match: ['alertname=\"Up\"']\n    tier: 1\n    action: {{kind: restart, target: '{{{{ labels.pod }}}}'}}\n    validate: {{within: 5m}}\n"
+        );
+        let policy = crate::policy::load::parse(&text, "p.yaml").unwrap();
+        let rb = |name: &str| policy.runbooks.iter().find(|r| r.name == name).unwrap();
+        let mut s = State::default();
+        let t0 = Timestamp(1_800_000_000_000);
+        super::super::guardrails::record_action(&mut s, rb("restart-pod"), "pod-1", t0);
+        super::super::guardrails::record_action(&mut s, rb("no-window"), "pod-2", t0);
+        assert!(acted(&s, "restart-pod", "pod-1"));
+        assert!(!acted(&s, "no-window", "pod-2"));
+        assert!(!s.actions.contains_key("no-window"));
+    }
+
     /// The digest is the same for the same names and tells different
     /// ones apart, including names that only differ in where one part
     /// ends and the next begins.

@@ -39,7 +39,7 @@ use serde::Serialize;
 
 use super::engine::{self, EngineConfig, EngineCounters, Guarantee};
 use super::wire::{self, Format};
-use super::{wall_ms, KafkaArgs, LiveError, Topics};
+use super::{serve_deliveries, wall_ms, KafkaArgs, LiveError, Topics};
 use crate::engine::Engine;
 use crate::policy::Policy;
 use crate::records::avro::{MetricTemplate, MetricTemplateWriter};
@@ -241,6 +241,12 @@ pub struct Soak {
     /// and resolved, so this stays near alerts per second times the
     /// alert-to-resolve time unless incidents are left open.
     pub open_incidents: Vec<u64>,
+    /// What the engine keeps of closed incidents every 30 s: their alert
+    /// keys, kept a day (and the guardrails' command history of their
+    /// targets, which the bench policy, with no cooldown or rate limit,
+    /// does not keep). It grows with every incident for that day, and
+    /// the heap with it.
+    pub remembered: Vec<u64>,
 }
 
 /// Bytes of SLO state allowed per 30-day SLO.
@@ -485,6 +491,7 @@ struct Sample {
     heap: Option<Heap>,
     lag: u64,
     open_incidents: u64,
+    remembered: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -738,6 +745,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
                     heap_in_use_mib: heap,
                     heap_free_mib: heap_free,
                     open_incidents: samples.iter().map(|s| s.open_incidents).collect(),
+                    remembered: samples.iter().map(|s| s.remembered).collect(),
                 })
             }
         };
@@ -846,7 +854,7 @@ fn fill(
             records += 1;
         }
         if j % 4096 == 0 {
-            producer.poll(StdDuration::ZERO);
+            serve_deliveries(&producer);
             if last_report.elapsed() >= StdDuration::from_secs(5) {
                 progress(&format!(
                     "fill: {j}/{} samples ({:.0}/s)",
@@ -1108,7 +1116,7 @@ fn drive(
             .spawn(move || -> Result<(), LiveError> {
                 while !done.load(Ordering::Relaxed) {
                     let Some(m) = actions.poll(StdDuration::from_millis(50)) else {
-                        producer.poll(StdDuration::ZERO);
+                        serve_deliveries(&producer);
                         continue;
                     };
                     let m = m.map_err(LiveError::kafka("reading the actions topic"))?;
@@ -1145,7 +1153,7 @@ fn drive(
                         send_for(&producer, topic, &format!("svc{svc}"), &value, now)?;
                     }
                     answered.fetch_add(2, Ordering::Relaxed);
-                    producer.poll(StdDuration::ZERO);
+                    serve_deliveries(&producer);
                 }
                 producer
                     .flush(StdDuration::from_secs(30))
@@ -1188,23 +1196,26 @@ fn drive(
                 send_for(&alert_producer, &topics.alerts, gen.key(svc), &value, ts)?;
                 alerts += 1;
             }
-            metrics_producer.poll(StdDuration::ZERO);
-            alert_producer.poll(StdDuration::ZERO);
+            serve_deliveries(&metrics_producer);
+            serve_deliveries(&alert_producer);
             if let Some(s) = samples.as_deref_mut() {
                 if Instant::now() >= next_sample {
                     let produced = records + alerts + answered.load(Ordering::Relaxed);
                     let consumed = EngineCounters::get(&counters.consumed) - consumed_before;
                     let (rss, lag, heap) = (rss_mib(), produced.saturating_sub(consumed), heap());
                     let open = EngineCounters::get(&counters.open_incidents);
+                    let remembered = EngineCounters::get(&counters.remembered);
                     s.push(Sample {
                         rss_mib: rss,
                         heap,
                         lag,
                         open_incidents: open,
+                        remembered,
                     });
                     progress(&format!(
                         "soak: {:.0} s, {records} samples and {alerts} alerts sent, \
-                         {} commands, {open} incidents open, lag {lag} records, resident {rss:.1} MiB{}",
+                         {} commands, {open} incidents open, {remembered} closed ones remembered, \
+                         lag {lag} records, resident {rss:.1} MiB{}",
                         started.elapsed().as_secs_f64(),
                         latencies.lock().map(|l| l.len()).unwrap_or(0),
                         heap.map_or(String::new(), |h| format!(

@@ -184,6 +184,9 @@ pub struct EngineCounters {
     /// Incidents open in the cores of the partitions held, as of the last
     /// clock tick (every 200 ms).
     pub open_incidents: AtomicU64,
+    /// [`crate::engine::Engine::remembered`] summed over those cores, as
+    /// of the last clock tick.
+    pub remembered: AtomicU64,
 }
 
 impl EngineCounters {
@@ -1330,6 +1333,10 @@ impl Runtime {
         self.counters
             .open_incidents
             .store(open as u64, Ordering::Relaxed);
+        let remembered: usize = self.shards.values().map(|s| s.core.remembered()).sum();
+        self.counters
+            .remembered
+            .store(remembered as u64, Ordering::Relaxed);
     }
 
     /// Outputs of partition `p` from index `from` were just decided.
@@ -1861,7 +1868,7 @@ fn run_once(
                 rt.commit(&consumer)?;
             }
             rt.check_policy(&consumer)?;
-            rt.producer.poll(StdDuration::ZERO);
+            super::serve_deliveries(&rt.producer);
             busy = rt.pending > 0;
         }
         let mut rt = rt

@@ -530,6 +530,33 @@ pub async fn create_topics(args: &KafkaArgs, partitions: i32) -> Result<(), Live
     Ok(())
 }
 
+/// Serves the delivery reports (and errors) already queued for
+/// `producer`, without waiting, up to 256 events a call.
+///
+/// `BaseProducer::poll(Duration::ZERO)` serves at most one event, and one
+/// event reports one batch: a loop that sends to several topics or
+/// partitions between two such calls gets reports faster than it serves
+/// them. Each report left queued holds its messages, so the process's
+/// memory grows with the backlog for as long as the loop runs.
+pub fn serve_deliveries<C>(producer: &rdkafka::producer::BaseProducer<C>)
+where
+    C: rdkafka::producer::ProducerContext,
+{
+    use rdkafka::producer::Producer;
+    for _ in 0..256 {
+        // Messages not yet reported plus events queued: a call that
+        // served an event lowers it, one that found none leaves it.
+        let before = producer.in_flight_count();
+        if before == 0 {
+            return;
+        }
+        producer.poll(StdDuration::ZERO);
+        if producer.in_flight_count() == before {
+            return;
+        }
+    }
+}
+
 /// Waits until every message produced so far is delivered or failed,
 /// serving the delivery reports. `Producer::flush` of the rdkafka crate
 /// waits in polls that always last their whole step (up to 100 ms); this
@@ -545,16 +572,9 @@ where
     use rdkafka::producer::Producer;
     let deadline = std::time::Instant::now() + timeout;
     loop {
-        // Serve the delivery reports already there (one event a call).
-        for _ in 0..256 {
-            if producer.in_flight_count() == 0 {
-                return Ok(());
-            }
-            let before = producer.in_flight_count();
-            producer.poll(StdDuration::ZERO);
-            if producer.in_flight_count() == before {
-                break;
-            }
+        serve_deliveries(producer);
+        if producer.in_flight_count() == 0 {
+            return Ok(());
         }
         if std::time::Instant::now() >= deadline {
             return Err(KafkaError::Flush(
@@ -582,6 +602,50 @@ mod tests {
 
     /// Every consumer gets selfheal's fetch defaults; a `-X` setting of
     /// the same name wins over them.
+    /// Counts the delivery reports served.
+    #[derive(Default)]
+    struct Reports(AtomicU64);
+
+    impl ClientContext for Reports {}
+
+    impl rdkafka::producer::ProducerContext for Reports {
+        type DeliveryOpaque = ();
+        fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn serve_deliveries_serves_every_queued_report_not_one() {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("t", 8, 1).unwrap();
+        let producer: BaseProducer<Reports> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("linger.ms", "0")
+            .create_with_context(Reports::default())
+            .unwrap();
+        // One message a partition: eight requests, eight reports.
+        for p in 0..8 {
+            producer
+                .send(BaseRecord::<str, str>::to("t").partition(p).payload("x"))
+                .unwrap();
+        }
+        // A queued report counts once for its message and once as an
+        // event: 16 once every partition has answered.
+        let deadline = std::time::Instant::now() + StdDuration::from_secs(30);
+        while producer.in_flight_count() < 16 {
+            assert!(std::time::Instant::now() < deadline, "no deliveries");
+            std::thread::sleep(StdDuration::from_millis(5));
+        }
+        producer.poll(StdDuration::ZERO);
+        let one = producer.context().0.load(Ordering::Relaxed);
+        assert!(one < 8, "poll(ZERO) served {one} reports");
+        serve_deliveries(&producer);
+        assert_eq!(producer.context().0.load(Ordering::Relaxed), 8);
+        assert_eq!(producer.in_flight_count(), 0);
+    }
+
     #[test]
     fn consumer_defaults_yield_to_pass_through_settings() {
         let mut args = KafkaArgs::local("127.0.0.1:9092");
