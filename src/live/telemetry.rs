@@ -72,6 +72,10 @@ pub mod names {
     pub const MTTR: &str = "selfheal_mttr_seconds";
     /// Gauge: kill switches on (global, per service, per runbook).
     pub const KILL_SWITCHES_ACTIVE: &str = "selfheal_kill_switches_active";
+    /// Gauge: what the engine keeps of closed incidents
+    /// ([`crate::engine::Engine::remembered`]): their alert keys, for a
+    /// day, and the targets in the guardrails' command history.
+    pub const REMEMBERED: &str = "selfheal_remembered_entries";
     /// Histogram: how long an engine batch commit took.
     pub const COMMIT_DURATION: &str = "selfheal_commit_duration_seconds";
     /// Counter `{sink,outcome}`: escalations the notifier handled per sink
@@ -84,7 +88,7 @@ pub mod names {
     pub const ENGINE_RESTARTS: &str = "selfheal_engine_restarts_total";
 
     /// Every name above.
-    pub const ALL: [&str; 23] = [
+    pub const ALL: [&str; 24] = [
         RECORDS_CONSUMED,
         DECODE_FAILURES,
         DEAD_LETTERS,
@@ -105,6 +109,7 @@ pub mod names {
         COMMAND_TO_VALIDATED,
         MTTR,
         KILL_SWITCHES_ACTIVE,
+        REMEMBERED,
         COMMIT_DURATION,
         NOTIFY_DELIVERIES,
         ENGINE_RESTARTS,
@@ -632,6 +637,7 @@ pub struct EngineGauges {
     slos: Vec<(Vec<(usize, Gauge)>, Gauge)>,
     incidents: [Gauge; 7],
     kill_switches: Gauge,
+    remembered: Gauge,
 }
 
 impl EngineGauges {
@@ -669,10 +675,13 @@ impl EngineGauges {
         }
         let kill_switches = metrics::gauge!(KILL_SWITCHES_ACTIVE);
         kill_switches.set(0.0);
+        let remembered = metrics::gauge!(REMEMBERED);
+        remembered.set(0.0);
         EngineGauges {
             slos,
             incidents,
             kill_switches,
+            remembered,
         }
     }
 
@@ -694,7 +703,9 @@ impl EngineGauges {
         }
         let mut counts = [0u64; 7];
         let mut kills: BTreeSet<&Scope> = BTreeSet::new();
+        let mut remembered = 0;
         for c in cores {
+            remembered += c.remembered();
             for s in c.open_incident_states() {
                 if let Some(k) = OPEN_STATES.iter().position(|x| *x == s) {
                     counts[k] += 1;
@@ -706,6 +717,7 @@ impl EngineGauges {
             g.set(n as f64);
         }
         self.kill_switches.set(kills.len() as f64);
+        self.remembered.set(remembered as f64);
     }
 }
 
@@ -806,6 +818,9 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(sample(&t, VALIDATIONS, &[("outcome", "failed")]), Some(0.0));
+        // The closed incident's alert key; the runbook, with no cooldown
+        // or rate limit, keeps no command history.
+        assert_eq!(sample(&t, REMEMBERED, &[]), Some(1.0));
         // Alert at 10:01:30 opens the incident and the restart goes out at
         // once; the alert resolves at 10:03:30 and confirms the fix.
         let count = |h: &str| sample(&t, &format!("{h}_count"), &[]);
