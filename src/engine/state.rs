@@ -407,9 +407,14 @@ runbooks:
     /// acted on; one with neither remembers none, for nothing reads it.
     #[test]
     fn only_runbooks_with_a_window_remember_their_targets() {
-        let text = format!(
-            "{POLICY}  - name: no-window\n    match: ['alertname=\"Up\"']\n    tier: 1\n    action: {{kind: restart, target: '{{{{ labels.pod }}}}'}}\n    validate: {{within: 5m}}\n"
-        );
+        const NO_WINDOW: &str = r#"
+  - name: no-window
+    match: ['alertname="Up"']
+    tier: 1
+    action: {kind: restart, target: '{{ labels.pod }}'}
+    validate: {within: 5m}
+"#;
+        let text = format!("{}{}", POLICY.trim_end(), NO_WINDOW);
         let policy = crate::policy::load::parse(&text, "p.yaml").unwrap();
         let rb = |name: &str| policy.runbooks.iter().find(|r| r.name == name).unwrap();
         let mut s = State::default();

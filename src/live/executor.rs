@@ -8,10 +8,10 @@
 //! reads the ledger partition to its end (a failed read is tried again,
 //! with backoff), and a command whose id is already there is not run
 //! again: redelivery after a crash or a rebalance, or the same command
-//! emitted twice under `at_least_once`, runs it once. A command claimed by an executor that
-//! died before reporting gets no result; the engine escalates it when its
-//! result is overdue. Commands past their deadline are not started: they
-//! are reported `timed_out` at once.
+//! emitted twice under `at_least_once`, runs it once. A command claimed
+//! by an executor that died before reporting gets no result; the engine
+//! escalates it when its result is overdue. Commands past their deadline
+//! are not started: they are reported `timed_out` at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
