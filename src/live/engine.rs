@@ -361,6 +361,32 @@ impl Ctx {
     }
 }
 
+/// Sends one record, waiting out a full queue.
+fn produce_on(
+    producer: &BaseProducer<ProducerCtx>,
+    rec: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), LiveError> {
+    let mut rec = rec;
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((
+                KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                r,
+            )) => {
+                rec = r;
+                producer.poll(StdDuration::from_millis(50));
+            }
+            Err((e, _)) => {
+                return Err(LiveError::Kafka {
+                    context: "producing".into(),
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
 fn set_failed(slot: &Mutex<Option<LiveError>>, e: LiveError) {
     tracing::error!(error = %e, "engine error");
     if let Ok(mut g) = slot.lock() {
@@ -599,6 +625,11 @@ struct Runtime {
     cfg: EngineConfig,
     topics: Topics,
     producer: BaseProducer<ProducerCtx>,
+    /// Under `at_least_once`, the journal's own producer: a journal
+    /// record still on its way (see [`Unsettled`]) then holds up no
+    /// command behind it on the connection. Under `exactly_once` the
+    /// journal goes in the batch's transaction, on `producer`.
+    journal_producer: Option<BaseProducer<ProducerCtx>>,
     deliveries: Arc<Deliveries>,
     shards: BTreeMap<i32, Shard>,
     /// When each input topic-partition last delivered a record.
@@ -614,6 +645,10 @@ struct Runtime {
     dlq_log: LogLimit,
     pending: usize,
     batch_started: Option<Instant>,
+    /// The last `at_least_once` batch whose journal records are sent and
+    /// not yet known delivered: its offsets wait for them
+    /// ([`Runtime::settle`]).
+    unsettled: Option<Unsettled>,
     /// The batch holds a command, an escalation or an approval request:
     /// it is committed without waiting for `commit_interval`.
     urgent: bool,
@@ -626,6 +661,18 @@ struct Runtime {
     /// The clocks as read by the poll loop (at most [`CLOCK_EVERY`]
     /// records ago): per-record work reads these, not the system clocks.
     clock: Clock,
+}
+
+/// An `at_least_once` batch committed up to its journal: the journal
+/// records are sent, and the input offsets are committed once they are
+/// delivered. The engine decides the next batch meanwhile; that batch's
+/// commit first waits for these records, so at most one batch is
+/// unsettled.
+struct Unsettled {
+    offsets: TopicPartitionList,
+    /// Journal records sent; their delivery reports land in
+    /// `Deliveries::journal`.
+    records: usize,
 }
 
 /// The monotonic and wall clocks, read together.
@@ -1379,25 +1426,12 @@ impl Runtime {
     }
 
     fn produce(&self, rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), LiveError> {
-        let mut rec = rec;
-        loop {
-            match self.producer.send(rec) {
-                Ok(()) => return Ok(()),
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    rec = r;
-                    self.producer.poll(StdDuration::from_millis(50));
-                }
-                Err((e, _)) => {
-                    return Err(LiveError::Kafka {
-                        context: "producing".into(),
-                        source: e,
-                    })
-                }
-            }
-        }
+        produce_on(&self.producer, rec)
+    }
+
+    /// The producer journal records go out on.
+    fn journal_out(&self) -> &BaseProducer<ProducerCtx> {
+        self.journal_producer.as_ref().unwrap_or(&self.producer)
     }
 
     /// Commits the pending batch of every partition; the consumer offsets
@@ -1418,7 +1452,12 @@ impl Runtime {
         consumer: &BaseConsumer<Ctx>,
         mode: rdkafka::consumer::CommitMode,
     ) -> Result<(), LiveError> {
+        let sync = matches!(mode, rdkafka::consumer::CommitMode::Sync);
         if self.pending == 0 {
+            if sync && self.unsettled.is_some() {
+                self.flush_journal()?;
+                self.settle(consumer, mode)?;
+            }
             return Ok(());
         }
         let started = Instant::now();
@@ -1456,16 +1495,24 @@ impl Runtime {
         }
         if !eos {
             self.flush("outputs")?;
+            // The journal of the batch before, if still on its way.
+            if self.unsettled.is_some() {
+                self.flush_journal()?;
+                self.settle(consumer, rdkafka::consumer::CommitMode::Async)?;
+            }
         }
+        let mut records = 0;
         for (p, chunks) in &journals {
             let key = p.to_string();
             for c in chunks {
-                self.produce(
+                produce_on(
+                    self.journal_out(),
                     BaseRecord::to(&self.topics.journal)
                         .partition(*p)
                         .key(key.as_bytes())
                         .payload(c.as_slice()),
                 )?;
+                records += 1;
             }
         }
         if eos {
@@ -1488,15 +1535,14 @@ impl Runtime {
             }
             self.check_deliveries()?;
         } else {
-            self.flush("the journal")?;
-            self.check_journal()?;
-            // Asynchronous while running: the journal, delivered above, is
-            // what a restart resumes from; a lost offset commit only means
-            // records fetched again and skipped as already journaled.
-            if offsets.count() > 0 {
-                consumer
-                    .commit(&offsets, mode)
-                    .map_err(LiveError::kafka("committing offsets"))?;
+            // The journal is not waited for here: the next batch is
+            // decided while it is delivered, and the offsets follow it
+            // (`settle`). A crash meanwhile resumes from the journal
+            // before, which decides this batch again with the same ids.
+            self.unsettled = Some(Unsettled { offsets, records });
+            if sync {
+                self.flush_journal()?;
+                self.settle(consumer, mode)?;
             }
         }
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -1506,6 +1552,37 @@ impl Runtime {
         self.pending = 0;
         self.batch_started = None;
         self.urgent = false;
+        Ok(())
+    }
+
+    /// Settles the unsettled batch once its journal records are all
+    /// reported (by a flush, or by the loop's serving of delivery reports):
+    /// checks the deliveries and the journal's offsets, then commits the
+    /// batch's input offsets, asynchronously while running: the journal is
+    /// what a restart resumes from, and a lost offset commit only means
+    /// records fetched again and skipped as already journaled.
+    fn settle(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        mode: rdkafka::consumer::CommitMode,
+    ) -> Result<(), LiveError> {
+        let Some(u) = &self.unsettled else {
+            return Ok(());
+        };
+        let reported = self.deliveries.journal.lock().map_or(0, |j| j.len());
+        if reported < u.records && self.deliveries.failed.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let Some(u) = self.unsettled.take() else {
+            return Ok(());
+        };
+        self.check_deliveries()?;
+        self.check_journal()?;
+        if u.offsets.count() > 0 {
+            consumer
+                .commit(&u.offsets, mode)
+                .map_err(LiveError::kafka("committing offsets"))?;
+        }
         Ok(())
     }
 
@@ -1551,6 +1628,12 @@ impl Runtime {
     fn flush(&self, what: &str) -> Result<(), LiveError> {
         super::flush_producer(&self.producer, StdDuration::from_secs(30))
             .map_err(LiveError::kafka(format!("flushing {what}")))?;
+        self.check_deliveries()
+    }
+
+    fn flush_journal(&self) -> Result<(), LiveError> {
+        super::flush_producer(self.journal_out(), StdDuration::from_secs(30))
+            .map_err(LiveError::kafka("flushing the journal"))?;
         self.check_deliveries()
     }
 
@@ -1682,6 +1765,17 @@ fn run_once(
             deliveries: deliveries.clone(),
         })
         .map_err(LiveError::kafka("creating the producer"))?;
+    let journal_producer = match cfg.guarantee {
+        Guarantee::ExactlyOnce => None,
+        Guarantee::AtLeastOnce => Some(
+            pc.set("client.id", format!("{}-journal", cfg.instance))
+                .create_with_context(ProducerCtx {
+                    health: health.clone(),
+                    deliveries: deliveries.clone(),
+                })
+                .map_err(LiveError::kafka("creating the journal producer"))?,
+        ),
+    };
     let n = check_partitions(cfg, &producer, &topics)?;
     if cfg.guarantee == Guarantee::ExactlyOnce {
         probe_transactions(&producer, &topics.journal)?;
@@ -1738,6 +1832,7 @@ fn run_once(
         cfg: cfg.clone(),
         topics: topics.clone(),
         producer,
+        journal_producer,
         deliveries,
         shards: BTreeMap::new(),
         last_seen: BTreeMap::new(),
@@ -1748,6 +1843,7 @@ fn run_once(
         dlq_log: LogLimit::default(),
         pending: 0,
         batch_started: None,
+        unsettled: None,
         urgent: false,
         counters: counters.clone(),
         metrics: Arc::new(EngineMetrics::new()),
@@ -1869,7 +1965,11 @@ fn run_once(
             }
             rt.check_policy(&consumer)?;
             super::serve_deliveries(&rt.producer);
-            busy = rt.pending > 0;
+            if let Some(j) = &rt.journal_producer {
+                super::serve_deliveries(j);
+            }
+            rt.settle(&consumer, rdkafka::consumer::CommitMode::Async)?;
+            busy = rt.pending > 0 || rt.unsettled.is_some();
         }
         let mut rt = rt
             .lock()
