@@ -1454,9 +1454,8 @@ impl Runtime {
     ) -> Result<(), LiveError> {
         let sync = matches!(mode, rdkafka::consumer::CommitMode::Sync);
         if self.pending == 0 {
-            if sync && self.unsettled.is_some() {
-                self.flush_journal()?;
-                self.settle(consumer, mode)?;
+            if sync {
+                self.settle_now(consumer, mode)?;
             }
             return Ok(());
         }
@@ -1496,10 +1495,7 @@ impl Runtime {
         if !eos {
             self.flush("outputs")?;
             // The journal of the batch before, if still on its way.
-            if self.unsettled.is_some() {
-                self.flush_journal()?;
-                self.settle(consumer, rdkafka::consumer::CommitMode::Async)?;
-            }
+            self.settle_now(consumer, rdkafka::consumer::CommitMode::Async)?;
         }
         let mut records = 0;
         for (p, chunks) in &journals {
@@ -1541,8 +1537,7 @@ impl Runtime {
             // before, which decides this batch again with the same ids.
             self.unsettled = Some(Unsettled { offsets, records });
             if sync {
-                self.flush_journal()?;
-                self.settle(consumer, mode)?;
+                self.settle_now(consumer, mode)?;
             }
         }
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -1631,10 +1626,20 @@ impl Runtime {
         self.check_deliveries()
     }
 
-    fn flush_journal(&self) -> Result<(), LiveError> {
+    /// Waits for the unsettled batch's journal records, if any, and
+    /// settles it.
+    fn settle_now(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        mode: rdkafka::consumer::CommitMode,
+    ) -> Result<(), LiveError> {
+        if self.unsettled.is_none() {
+            return Ok(());
+        }
         super::flush_producer(self.journal_out(), StdDuration::from_secs(30))
             .map_err(LiveError::kafka("flushing the journal"))?;
-        self.check_deliveries()
+        self.check_deliveries()?;
+        self.settle(consumer, mode)
     }
 
     fn check_deliveries(&self) -> Result<(), LiveError> {
