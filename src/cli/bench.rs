@@ -54,9 +54,17 @@ pub struct Args {
     #[arg(long = "processing-guarantee", value_enum)]
     pub guarantee: Option<Guarantee>,
     /// fetch.wait.max.ms of every consumer (the raw reader, the engine,
-    /// the actions reader).
-    #[arg(long, default_value_t = 10)]
+    /// the actions reader). Apache Kafka answers a fetch as soon as it has
+    /// a record; some brokers (Tansu 0.6) hold every fetch this long, and
+    /// each hop of an alert's way (to the engine, its command to the
+    /// reader) then waits up to this much more.
+    #[arg(long, default_value_t = 2)]
     pub fetch_wait_ms: u32,
+    /// linger.ms of the load generator's metric producer in the latency
+    /// and soak phases: samples go to the broker in fewer, larger
+    /// requests.
+    #[arg(long, default_value_t = 20)]
+    pub metrics_linger_ms: u32,
     /// Loads of the latency phases, as shares of the measured engine
     /// capacity.
     #[arg(long, value_delimiter = ',', default_value = "0.5,0.8")]
@@ -165,6 +173,7 @@ pub fn run(a: Args) -> anyhow::Result<i32> {
         format: a.format,
         guarantee: a.guarantee,
         fetch_wait_ms: a.fetch_wait_ms,
+        metrics_linger_ms: a.metrics_linger_ms,
         loads: a.loads.clone(),
         load_seconds: a.load_seconds,
         alerts_per_second: a.alerts_per_second,

@@ -69,6 +69,9 @@ pub struct BenchConfig {
     pub guarantee: Option<Guarantee>,
     /// `fetch.wait.max.ms` of every consumer (raw, engine, actions).
     pub fetch_wait_ms: u32,
+    /// `linger.ms` of the load generator's metric producer in the latency
+    /// and soak phases.
+    pub metrics_linger_ms: u32,
     /// Shares of the measured capacity for the latency phases.
     pub loads: Vec<f64>,
     pub load_seconds: u64,
@@ -253,10 +256,6 @@ pub struct Soak {
 pub const SLO_STATE_BOUND: usize = 32 * 1024;
 
 const ALERT: &str = "BenchInstanceDown";
-
-/// `linger.ms` of the load generator's metric producer in the latency and
-/// soak phases (stated in the report).
-const METRICS_LINGER_MS: u32 = 20;
 
 /// The bench policy: `slos` SLOs over `services` services (SLO `i` on
 /// service `i % services`), SRE Workbook tiers, one tier-1 runbook for the
@@ -622,7 +621,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
             .unwrap_or("librdkafka's default")
             .to_string(),
         alert_producer_linger_ms: 0,
-        metrics_producer_linger_ms: METRICS_LINGER_MS,
+        metrics_producer_linger_ms: cfg.metrics_linger_ms,
         engine_producer_linger_ms: engine::PRODUCER_LINGER_MS,
         engine_commit_interval_ms: ecfg.commit_interval.as_millis() as u64,
         engine_max_batch: ecfg.max_batch,
@@ -659,6 +658,16 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
             engine_rate.seconds,
             engine_rate.records_per_s / raw.records_per_s.max(1.0)
         ));
+        // Every fill alert opens an incident with a tier-1 command; a
+        // faster engine that decides fewer of them is not faster.
+        let alerts = total - cfg.samples;
+        if engine_rate.commands != alerts || engine_rate.dead_lettered > 0 {
+            progress(&format!(
+                "engine: WARNING: {} commands for {alerts} alerts, {} records dead-lettered \
+                 (the rate is not comparable)",
+                engine_rate.commands, engine_rate.dead_lettered
+            ));
+        }
 
         // 4. Latency at shares of the capacity.
         let mut latency = Vec::new();
@@ -1079,7 +1088,7 @@ fn drive(
 ) -> Result<Driven, LiveError> {
     // Samples batch for 20 ms (fewer, larger requests: the broker shares
     // the machine); alerts go at once.
-    let metrics_producer = producer(&cfg.kafka, METRICS_LINGER_MS)?;
+    let metrics_producer = producer(&cfg.kafka, cfg.metrics_linger_ms)?;
     let alert_producer = producer(&cfg.kafka, 0)?;
     let sent: Arc<Mutex<SentAlerts>> = Arc::default();
     let latencies: Arc<Mutex<Vec<(Instant, f64)>>> = Arc::default();
