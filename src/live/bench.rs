@@ -580,6 +580,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
     let mut gen = Gen::new(cfg.services, cfg.format);
     let fill = fill(cfg, &topics, &mut gen, progress)?;
     let total = fill.records;
+    let fill_alerts = total - cfg.samples;
     let mean_bytes = fill.mib_per_s * 1024.0 * 1024.0 / fill.records_per_s.max(1.0);
 
     // 2. Raw consume.
@@ -660,10 +661,9 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
         ));
         // Every fill alert opens an incident with a tier-1 command; a
         // faster engine that decides fewer of them is not faster.
-        let alerts = total - cfg.samples;
-        if engine_rate.commands != alerts || engine_rate.dead_lettered > 0 {
+        if engine_rate.commands != fill_alerts || engine_rate.dead_lettered > 0 {
             progress(&format!(
-                "engine: WARNING: {} commands for {alerts} alerts, {} records dead-lettered \
+                "engine: WARNING: {} commands for {fill_alerts} alerts, {} records dead-lettered \
                  (the rate is not comparable)",
                 engine_rate.commands, engine_rate.dead_lettered
             ));
@@ -784,7 +784,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
             slos: cfg.slos,
             runbooks: cfg.runbooks,
             samples: cfg.samples,
-            alerts: total - cfg.samples,
+            alerts: fill_alerts,
             partitions: cfg.partitions,
             format: match cfg.format {
                 Format::Avro => "avro",
@@ -1086,8 +1086,8 @@ fn drive(
     mut samples: Option<&mut Vec<Sample>>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Driven, LiveError> {
-    // Samples batch for 20 ms (fewer, larger requests: the broker shares
-    // the machine); alerts go at once.
+    // Samples batch for `metrics_linger_ms` (fewer, larger requests: the
+    // broker shares the machine); alerts go at once.
     let metrics_producer = producer(&cfg.kafka, cfg.metrics_linger_ms)?;
     let alert_producer = producer(&cfg.kafka, 0)?;
     let sent: Arc<Mutex<SentAlerts>> = Arc::default();

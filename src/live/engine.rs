@@ -1561,14 +1561,11 @@ impl Runtime {
         consumer: &BaseConsumer<Ctx>,
         mode: rdkafka::consumer::CommitMode,
     ) -> Result<(), LiveError> {
-        let Some(u) = &self.unsettled else {
-            return Ok(());
-        };
-        let reported = self.deliveries.journal.lock().map_or(0, |j| j.len());
-        if reported < u.records && self.deliveries.failed.load(Ordering::Relaxed) == 0 {
-            return Ok(());
-        }
-        let Some(u) = self.unsettled.take() else {
+        let deliveries = &self.deliveries;
+        let Some(u) = self.unsettled.take_if(|u| {
+            deliveries.failed.load(Ordering::Relaxed) > 0
+                || deliveries.journal.lock().map_or(0, |j| j.len()) >= u.records
+        }) else {
             return Ok(());
         };
         self.check_deliveries()?;
