@@ -80,14 +80,24 @@ fn exactly_once_engine_killed_mid_stream_emits_each_command_once() {
         assert!(again.len() >= cmds.len());
         again
     };
-    let counts = count_by_id(&cmds);
-    let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    // Counted in committed transactions only (see `committed_commands`).
+    let (copies, aborted) = committed_commands(&k);
+    let dups: Vec<_> = copies.iter().filter(|(_, n)| **n > 1).collect();
     assert!(dups.is_empty(), "commands emitted twice: {dups:?}");
-    let targets: HashSet<String> = cmds.iter().map(|c| c.target.clone()).collect();
+    let targets: HashSet<String> = cmds
+        .iter()
+        .filter(|c| copies.contains_key(&c.id))
+        .map(|c| c.target.clone())
+        .collect();
     for p in &pods {
-        assert!(targets.contains(p), "no command for {p}");
+        assert!(targets.contains(p), "no committed command for {p}");
     }
-    assert_eq!(cmds.len(), want);
+    assert_eq!(copies.len(), want, "committed commands: {copies:?}");
+    assert_eq!(
+        cmds.len(),
+        want + aborted,
+        "command records beside the committed ones and those of aborted transactions"
+    );
     // The restarted engine rebuilt its state from the journal.
     let log = eng.log_text();
     let recovered = log
@@ -572,7 +582,7 @@ fn an_executor_scales_a_deployment_and_reports_the_previous_count() {
         "--group".into(),
         format!("{}executor", k.topic_prefix),
         "-X".into(),
-        "session.timeout.ms=6000".into(),
+        "consumer.session.timeout.ms=6000".into(),
     ]);
     let _exec = spawn("executor", &a);
     let cmd = selfheal::records::Command {

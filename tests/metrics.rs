@@ -74,7 +74,7 @@ fn engine_and_executor_metrics_move_with_an_incident() {
             "--group",
             &format!("{}executor", k.topic_prefix),
             "-X",
-            "session.timeout.ms=6000",
+            "consumer.session.timeout.ms=6000",
             "--metrics-listen",
             "127.0.0.1:0",
         ]

@@ -512,7 +512,7 @@ fn notify_proc(k: &selfheal::live::KafkaArgs, config: &std::path::Path, slack_ur
         "--group".into(),
         format!("{}notify", k.topic_prefix),
         "-X".into(),
-        "session.timeout.ms=6000".into(),
+        "consumer.session.timeout.ms=6000".into(),
         "--metrics-listen".into(),
         "127.0.0.1:0".into(),
     ]);

@@ -661,6 +661,10 @@ struct Runtime {
     /// The clocks as read by the poll loop (at most [`CLOCK_EVERY`]
     /// records ago): per-record work reads these, not the system clocks.
     clock: Clock,
+    /// This process's batches: `selfheal-batch` is `batch_tag-N` on every
+    /// record the `N`th batch writes (see [`wire::BATCH_HEADER`]).
+    batch_tag: String,
+    batch_seq: u64,
 }
 
 /// An `at_least_once` batch committed up to its journal: the journal
@@ -1405,8 +1409,10 @@ impl Runtime {
         }
         let new: Vec<Emitted> = shard.outputs.drain(from..).collect();
         let mut failed = Vec::new();
+        // Of the batch the next commit closes.
+        let batch = self.batch_id(self.batch_seq + 1);
         for e in new {
-            if let Err(err) = self.produce_output(&e) {
+            if let Err(err) = self.produce_output(&e, &batch) {
                 tracing::warn!(error = %err, "sending an output; retried at the batch commit");
                 failed.push(e);
             }
@@ -1414,6 +1420,11 @@ impl Runtime {
         if let Some(shard) = self.shards.get_mut(&p) {
             shard.outputs.extend(failed);
         }
+    }
+
+    /// The `selfheal-batch` value of this process's `seq`th batch.
+    fn batch_id(&self, seq: u64) -> String {
+        format!("{}-{seq}", self.batch_tag)
     }
 
     fn due(&self) -> bool {
@@ -1461,6 +1472,8 @@ impl Runtime {
         }
         let started = Instant::now();
         let eos = self.cfg.guarantee == Guarantee::ExactlyOnce;
+        self.batch_seq += 1;
+        let batch = self.batch_id(self.batch_seq);
         if eos {
             self.producer
                 .begin_transaction()
@@ -1487,10 +1500,10 @@ impl Runtime {
             shard.touched = false;
         }
         for e in &outputs {
-            self.produce_output(e)?;
+            self.produce_output(e, &batch)?;
         }
         for d in &dead {
-            self.produce_dead(d)?;
+            self.produce_dead(d, &batch)?;
         }
         if !eos {
             self.flush("outputs")?;
@@ -1506,7 +1519,8 @@ impl Runtime {
                     BaseRecord::to(&self.topics.journal)
                         .partition(*p)
                         .key(key.as_bytes())
-                        .payload(c.as_slice()),
+                        .payload(c.as_slice())
+                        .headers(wire::batch_headers(None, &batch)),
                 )?;
                 records += 1;
             }
@@ -1654,7 +1668,7 @@ impl Runtime {
         Ok(())
     }
 
-    fn produce_output(&self, e: &Emitted) -> Result<(), LiveError> {
+    fn produce_output(&self, e: &Emitted, batch: &str) -> Result<(), LiveError> {
         let topic = match &e.output {
             Output::Command(_) => &self.topics.actions,
             Output::Escalation(_) => &self.topics.escalations,
@@ -1663,7 +1677,7 @@ impl Runtime {
             Output::ApprovalRequest(_) => &self.topics.approval_requests,
         };
         let value = wire::encode_output(&e.output, self.cfg.format);
-        let mut headers = wire::kind_headers(e.output.kind());
+        let mut headers = wire::batch_headers(Some(e.output.kind()), batch);
         if let (Some(_), Output::Command(c)) = (&self.cfg.traces, &e.output) {
             // The command's span, for the executor to continue.
             let tp = super::traces::traceparent(&super::traces::command_span(&c.incident, &c.id));
@@ -1681,8 +1695,12 @@ impl Runtime {
         )
     }
 
-    fn produce_dead(&self, d: &Dead) -> Result<(), LiveError> {
-        let headers = wire::dead_letter_headers(&d.reason, d.code, &d.topic, d.partition, d.offset);
+    fn produce_dead(&self, d: &Dead, batch: &str) -> Result<(), LiveError> {
+        let headers = wire::dead_letter_headers(&d.reason, d.code, &d.topic, d.partition, d.offset)
+            .insert(rdkafka::message::Header {
+                key: wire::BATCH_HEADER,
+                value: Some(batch),
+            });
         let mut rec = BaseRecord::to(&self.topics.dlq)
             .payload(d.value.as_slice())
             .headers(headers);
@@ -1743,9 +1761,11 @@ fn run_once(
         ..Deliveries::default()
     });
     let mut pc = cfg.kafka.producer_config()?;
+    if pc.get("compression.type").is_none() {
+        pc.set("compression.type", "lz4");
+    }
     pc.set("client.id", &cfg.instance)
         .set("linger.ms", PRODUCER_LINGER_MS.to_string())
-        .set("compression.type", "lz4")
         .set("message.max.bytes", "2000000");
     match cfg.guarantee {
         Guarantee::ExactlyOnce => {
@@ -1852,6 +1872,8 @@ fn run_once(
         topic_counters: TopicCounters::new(&topics.inputs()),
         labels: LabelBuf::new(),
         clock: Clock::now(),
+        batch_tag: format!("{}.{:x}.{}", cfg.instance, wall_ms(), std::process::id()),
+        batch_seq: 0,
     }));
     let gauges = EngineGauges::new(&cfg.policy);
     let mut cc = cfg.kafka.consumer_config()?;

@@ -233,7 +233,9 @@ pub struct KafkaArgs {
     /// `-X security.protocol=SASL_SSL -X sasl.mechanism=SCRAM-SHA-512`.
     /// Settings also come from `SELFHEAL_KAFKA_<NAME>` variables, with `_`
     /// for `.` (`SELFHEAL_KAFKA_SASL_PASSWORD` sets `sasl.password`); flags
-    /// win over variables.
+    /// win over variables. A `consumer.` or `producer.` prefix limits a
+    /// setting to consumers or producers (`-X
+    /// consumer.session.timeout.ms=6000`).
     #[arg(short = 'X', long = "kafka", value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
 }
@@ -274,7 +276,7 @@ impl KafkaArgs {
     /// partitioner, so a service's records land on the same partition
     /// whoever produced them (unless a pass-through setting says otherwise).
     pub fn producer_config(&self) -> Result<ClientConfig, LiveError> {
-        let mut c = self.client_config()?;
+        let mut c = self.scoped_config(Some(SCOPE_PRODUCER))?;
         if c.get("partitioner").is_none() {
             c.set("partitioner", "murmur2_random");
         }
@@ -291,7 +293,7 @@ impl KafkaArgs {
     /// reads at most about one full queue per partition a second, and the
     /// first records after the backlog can wait up to a second.
     pub fn consumer_config(&self) -> Result<ClientConfig, LiveError> {
-        let mut c = self.client_config()?;
+        let mut c = self.scoped_config(Some(SCOPE_CONSUMER))?;
         if c.get("fetch.wait.max.ms").is_none() {
             c.set("fetch.wait.max.ms", "100");
         }
@@ -302,9 +304,33 @@ impl KafkaArgs {
     }
 
     /// A client configuration with the bootstrap servers and every
-    /// pass-through setting.
+    /// pass-through setting, for clients that neither consume nor produce
+    /// (metadata, admin): settings named `consumer.…` or `producer.…` are
+    /// left out.
     pub fn client_config(&self) -> Result<ClientConfig, LiveError> {
+        self.scoped_config(None)
+    }
+
+    /// The client configuration of a consumer (`scope` [`SCOPE_CONSUMER`])
+    /// or producer ([`SCOPE_PRODUCER`]): a setting named with the scope's
+    /// prefix applies, without it, to those clients only, and one with
+    /// the other prefix not at all. So `-X
+    /// consumer.session.timeout.ms=6000` reaches the consumers without
+    /// librdkafka warning on every producer that it ignores a consumer
+    /// property.
+    fn scoped_config(&self, scope: Option<&str>) -> Result<ClientConfig, LiveError> {
         let mut c = ClientConfig::new();
+        let set = |c: &mut ClientConfig, k: &str, v: &str| {
+            let k = match [SCOPE_CONSUMER, SCOPE_PRODUCER]
+                .into_iter()
+                .find_map(|p| k.strip_prefix(p).map(|rest| (p, rest)))
+            {
+                Some((p, rest)) if scope == Some(p) => rest,
+                Some(_) => return,
+                None => k,
+            };
+            c.set(k, v);
+        };
         c.set("bootstrap.servers", &self.brokers);
         c.set_log_level(RDKafkaLogLevel::Warning);
         let mut env: Vec<(String, String)> = std::env::vars()
@@ -316,22 +342,29 @@ impl KafkaArgs {
         env.sort();
         if let Some(file) = FILE_SETTINGS.get() {
             for (k, v) in file {
-                c.set(k, v);
+                set(&mut c, k, v);
             }
         }
         for (k, v) in env {
-            c.set(k, v);
+            set(&mut c, &k, &v);
         }
         for (i, s) in self.settings.iter().enumerate() {
             let (k, v) = s
                 .split_once('=')
                 .filter(|(k, _)| !k.trim().is_empty())
                 .ok_or(LiveError::BadSetting(i + 1))?;
-            c.set(k.trim(), v.trim());
+            set(&mut c, k.trim(), v.trim());
         }
         Ok(c)
     }
 }
+
+/// The prefix of a pass-through setting for consumers only
+/// (`consumer.session.timeout.ms`).
+pub const SCOPE_CONSUMER: &str = "consumer.";
+/// The prefix of a pass-through setting for producers only
+/// (`producer.linger.ms`).
+pub const SCOPE_PRODUCER: &str = "producer.";
 
 static FILE_SETTINGS: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
 
@@ -666,5 +699,41 @@ mod tests {
         let c = args.consumer_config().unwrap();
         assert_eq!(c.get("fetch.queue.backoff.ms"), Some("250"));
         assert_eq!(c.get("fetch.wait.max.ms"), Some("5"));
+    }
+
+    #[test]
+    fn scoped_settings_reach_their_clients_only() {
+        let mut args = KafkaArgs::local("127.0.0.1:9092");
+        args.settings = vec![
+            "consumer.session.timeout.ms=6000".into(),
+            "producer.linger.ms=7".into(),
+            "client.rack=r1".into(),
+        ];
+        let (c, p, a) = (
+            args.consumer_config().unwrap(),
+            args.producer_config().unwrap(),
+            args.client_config().unwrap(),
+        );
+        assert_eq!(c.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(c.get("linger.ms"), None);
+        assert_eq!(p.get("linger.ms"), Some("7"));
+        assert_eq!(p.get("session.timeout.ms"), None);
+        assert_eq!(
+            (a.get("linger.ms"), a.get("session.timeout.ms")),
+            (None, None)
+        );
+        for cfg in [&c, &p, &a] {
+            assert_eq!(cfg.get("client.rack"), Some("r1"));
+            assert_eq!(cfg.get("consumer.session.timeout.ms"), None);
+            assert_eq!(cfg.get("producer.linger.ms"), None);
+        }
+        // Settings apply in order: the later one wins for the clients
+        // both reach.
+        args.settings = vec![
+            "session.timeout.ms=9000".into(),
+            "consumer.session.timeout.ms=6000".into(),
+        ];
+        let c = args.consumer_config().unwrap();
+        assert_eq!(c.get("session.timeout.ms"), Some("6000"));
     }
 }

@@ -16,6 +16,12 @@ use crate::time::Timestamp;
 
 /// Header naming the record kind (`command`, `audit`, `result`, …).
 pub const KIND_HEADER: &str = "selfheal-kind";
+/// Names the engine batch that wrote a record: outputs, dead letters and
+/// the journal record of one batch carry the same value
+/// (`INSTANCE.START.PID-N`, START in hexadecimal milliseconds), so an
+/// output leads to the journal record holding the inputs it was decided
+/// from. Under `exactly_once` a batch is one transaction.
+pub const BATCH_HEADER: &str = "selfheal-batch";
 
 /// Value encoding of the records selfheal writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -176,6 +182,16 @@ pub fn kind_headers(kind: &str) -> OwnedHeaders {
     OwnedHeaders::new().insert(Header {
         key: KIND_HEADER,
         value: Some(kind),
+    })
+}
+
+/// `selfheal-batch` (and `selfheal-kind` when given) for a record an
+/// engine batch writes.
+pub fn batch_headers(kind: Option<&str>, batch: &str) -> OwnedHeaders {
+    let h = kind.map_or_else(OwnedHeaders::new, kind_headers);
+    h.insert(Header {
+        key: BATCH_HEADER,
+        value: Some(batch),
     })
 }
 

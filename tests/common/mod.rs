@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -236,7 +236,7 @@ pub fn engine_in(
         "--format".into(),
         "json".into(),
     ]);
-    a.extend(["-X".into(), "session.timeout.ms=6000".into()]);
+    a.extend(["-X".into(), "consumer.session.timeout.ms=6000".into()]);
     a.extend(extra.iter().map(|s| s.to_string()));
     spawn("engine", &a)
 }
@@ -255,7 +255,7 @@ pub fn executor_with(k: &KafkaArgs, handler_url: &str, extra: &[&str]) -> Proc {
         "--group".into(),
         format!("{}executor", k.topic_prefix),
         "-X".into(),
-        "session.timeout.ms=6000".into(),
+        "consumer.session.timeout.ms=6000".into(),
     ]);
     a.extend(extra.iter().map(|s| s.to_string()));
     spawn("executor", &a)
@@ -293,6 +293,40 @@ pub fn commands(k: &KafkaArgs) -> Vec<selfheal::records::Command> {
             _ => None,
         })
         .collect()
+}
+
+/// Under `exactly_once`, the command records of committed transactions:
+/// copies per command id, and how many records were left out.
+///
+/// librdkafka's mock cluster keeps no transaction markers: a killed
+/// engine's open transaction is never aborted, and whatever of it reached
+/// the broker reads as committed. A transaction is all or nothing on a
+/// real broker, so a command counts as committed only if the journal
+/// record of its batch (`selfheal-batch`) is there too; the records left
+/// out are of transactions a real broker would abort.
+pub fn committed_commands(k: &KafkaArgs) -> (BTreeMap<String, usize>, usize) {
+    use rdkafka::Message;
+    let mut journaled = BTreeSet::new();
+    tools::scan_topic_from(k, &k.topics().journal, false, None, |m| {
+        if let Some(b) = wire::header(m.headers(), wire::BATCH_HEADER) {
+            journaled.insert(b.to_string());
+        }
+        true
+    })
+    .expect("reading the journal");
+    let (mut copies, mut left_out) = (BTreeMap::new(), 0);
+    tools::scan_topic_from(k, &k.topics().actions, false, None, |m| {
+        let kind = wire::header(m.headers(), wire::KIND_HEADER);
+        if let Ok(Output::Command(c)) = wire::decode_output(kind, m.payload().unwrap_or_default()) {
+            match wire::header(m.headers(), wire::BATCH_HEADER) {
+                Some(b) if journaled.contains(b) => *copies.entry(c.id).or_insert(0) += 1,
+                _ => left_out += 1,
+            }
+        }
+        true
+    })
+    .expect("reading the actions topic");
+    (copies, left_out)
 }
 
 pub fn escalations(k: &KafkaArgs) -> Vec<selfheal::records::Escalation> {
