@@ -16,7 +16,12 @@ fn main() {
         cli.command,
         cli::Command::Demo(_) | cli::Command::DemoService(_)
     );
-    init_logging(if quiet { "error" } else { "warn,selfheal=info" });
+    // librdkafka logs below warnings only with a `debug` setting.
+    init_logging(if quiet {
+        "error"
+    } else {
+        "warn,selfheal=info,librdkafka=debug"
+    });
     match cli::run(cli) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
@@ -27,7 +32,8 @@ fn main() {
 }
 
 /// Logs go to stderr; `RUST_LOG` filters them (default: selfheal's own at
-/// info, other crates' warnings; errors only for the demo),
+/// info, other crates' warnings, librdkafka's debug contexts when a
+/// `debug` setting asks for them; errors only for the demo),
 /// `SELFHEAL_LOG_FORMAT=json` makes them JSON lines.
 fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;

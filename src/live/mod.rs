@@ -355,6 +355,11 @@ impl KafkaArgs {
                 .ok_or(LiveError::BadSetting(i + 1))?;
             set(&mut c, k.trim(), v.trim());
         }
+        if c.get("debug").is_some() {
+            // librdkafka's debug contexts log at debug level: let them
+            // through (target `librdkafka`).
+            c.set_log_level(RDKafkaLogLevel::Debug);
+        }
         Ok(c)
     }
 }
@@ -699,6 +704,25 @@ mod tests {
         let c = args.consumer_config().unwrap();
         assert_eq!(c.get("fetch.queue.backoff.ms"), Some("250"));
         assert_eq!(c.get("fetch.wait.max.ms"), Some("5"));
+    }
+
+    #[test]
+    fn a_debug_setting_lets_librdkafka_debug_logs_through() {
+        let mut args = KafkaArgs::local("127.0.0.1:9092");
+        let level = |c: ClientConfig| c.log_level;
+        assert!(matches!(
+            level(args.consumer_config().unwrap()),
+            RDKafkaLogLevel::Warning
+        ));
+        args.settings = vec!["consumer.debug=fetch".into()];
+        assert!(matches!(
+            level(args.consumer_config().unwrap()),
+            RDKafkaLogLevel::Debug
+        ));
+        assert!(matches!(
+            level(args.producer_config().unwrap()),
+            RDKafkaLogLevel::Warning
+        ));
     }
 
     #[test]
