@@ -195,6 +195,35 @@ impl EngineCounters {
     }
 }
 
+/// One runtime's part of the gauges among [`EngineCounters`]
+/// (`partitions`, `held`, `open_incidents`, `remembered`): it adds the
+/// change of its own value, so engines that share the counters (the bench's
+/// `--engines N`) add up instead of overwriting each other, and a runtime
+/// that goes (a restart) takes its part back.
+#[derive(Default)]
+struct GaugeParts([std::cell::Cell<u64>; 4]);
+
+#[derive(Clone, Copy)]
+enum Gauge {
+    Partitions,
+    Held,
+    OpenIncidents,
+    Remembered,
+}
+
+impl GaugeParts {
+    fn set(&self, counters: &EngineCounters, g: Gauge, now: u64) {
+        let c = match g {
+            Gauge::Partitions => &counters.partitions,
+            Gauge::Held => &counters.held,
+            Gauge::OpenIncidents => &counters.open_incidents,
+            Gauge::Remembered => &counters.remembered,
+        };
+        let last = self.0[g as usize].replace(now);
+        c.fetch_add(now.wrapping_sub(last), Ordering::Relaxed);
+    }
+}
+
 /// Runs the engine until `stop` is set. Kafka failures that leave the
 /// in-memory state ahead of what was committed (an aborted transaction, a
 /// failed delivery) rebuild the consumer and producer and recover from
@@ -665,6 +694,20 @@ struct Runtime {
     /// record the `N`th batch writes (see [`wire::BATCH_HEADER`]).
     batch_tag: String,
     batch_seq: u64,
+    gauges: GaugeParts,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        for g in [
+            Gauge::Partitions,
+            Gauge::Held,
+            Gauge::OpenIncidents,
+            Gauge::Remembered,
+        ] {
+            self.gauges.set(&self.counters, g, 0);
+        }
+    }
 }
 
 /// An `at_least_once` batch committed up to its journal: the journal
@@ -714,7 +757,7 @@ impl Runtime {
     /// status), after a rebalance.
     fn count_partitions(&self) {
         let n = self.shards.len() as u64;
-        self.counters.partitions.store(n, Ordering::Relaxed);
+        self.gauges.set(&self.counters, Gauge::Partitions, n);
         self.cfg.status.set_assigned(n);
     }
 
@@ -1190,9 +1233,8 @@ impl Runtime {
         self.behind = behind;
         self.release(consumer, Some(&positions), None);
         self.held.retain(|_, q| !q.is_empty());
-        self.counters
-            .held
-            .store(self.held_count as u64, Ordering::Relaxed);
+        self.gauges
+            .set(&self.counters, Gauge::Held, self.held_count as u64);
     }
 
     /// Decides the earliest held record whatever the frontier.
@@ -1381,13 +1423,11 @@ impl Runtime {
             self.batch_started.get_or_insert_with(Instant::now);
         }
         let open: usize = self.shards.values().map(|s| s.core.open_incidents()).sum();
-        self.counters
-            .open_incidents
-            .store(open as u64, Ordering::Relaxed);
+        self.gauges
+            .set(&self.counters, Gauge::OpenIncidents, open as u64);
         let remembered: usize = self.shards.values().map(|s| s.core.remembered()).sum();
-        self.counters
-            .remembered
-            .store(remembered as u64, Ordering::Relaxed);
+        self.gauges
+            .set(&self.counters, Gauge::Remembered, remembered as u64);
     }
 
     /// Outputs of partition `p` from index `from` were just decided.
@@ -1874,6 +1914,7 @@ fn run_once(
         clock: Clock::now(),
         batch_tag: format!("{}.{:x}.{}", cfg.instance, wall_ms(), std::process::id()),
         batch_seq: 0,
+        gauges: GaugeParts::default(),
     }));
     let gauges = EngineGauges::new(&cfg.policy);
     let mut cc = cfg.kafka.consumer_config()?;
@@ -2095,7 +2136,24 @@ fn check_partitions(
 mod tests {
     use std::sync::Arc;
 
-    use super::{decode, Decoded};
+    use super::{decode, Decoded, EngineCounters, Gauge, GaugeParts};
+
+    #[test]
+    fn gauges_of_engines_sharing_counters_add_up() {
+        let counters = EngineCounters::default();
+        let (a, b) = (GaugeParts::default(), GaugeParts::default());
+        a.set(&counters, Gauge::Held, 30);
+        b.set(&counters, Gauge::Held, 12);
+        assert_eq!(EngineCounters::get(&counters.held), 42);
+        // Falling and rising values move only their own part.
+        a.set(&counters, Gauge::Held, 5);
+        b.set(&counters, Gauge::Held, 20);
+        assert_eq!(EngineCounters::get(&counters.held), 25);
+        // A runtime that goes takes its part back (`Drop for Runtime`).
+        a.set(&counters, Gauge::Held, 0);
+        assert_eq!(EngineCounters::get(&counters.held), 20);
+        assert_eq!(EngineCounters::get(&counters.remembered), 0);
+    }
     use crate::engine::Engine;
     use crate::records::avro::{
         confluent_encode, decode_value, single_object_encode, write_metric_datum, RecordType,
