@@ -893,6 +893,8 @@ runbooks:
 struct OwnBroker {
     dir: PathBuf,
     port: String,
+    /// `sqlite` (records and offsets survive a restart) or `memory`.
+    storage: &'static str,
 }
 
 impl OwnBroker {
@@ -900,8 +902,14 @@ impl OwnBroker {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/broker.sh")
     }
 
-    /// Starts it; `None` when it cannot start and no broker is required.
+    /// Starts it with sqlite storage; `None` when it cannot start and no
+    /// broker is required.
     fn start() -> Option<OwnBroker> {
+        OwnBroker::start_with("sqlite")
+    }
+
+    /// Starts it with `storage` (`sqlite` or `memory`).
+    fn start_with(storage: &'static str) -> Option<OwnBroker> {
         let dir = std::env::temp_dir().join(format!(
             "selfheal-faults-broker-{}-{}",
             std::process::id(),
@@ -910,6 +918,7 @@ impl OwnBroker {
         let mut b = OwnBroker {
             dir,
             port: String::new(),
+            storage,
         };
         match b.run_start() {
             Ok(port) => {
@@ -919,9 +928,9 @@ impl OwnBroker {
             Err(e) => {
                 assert!(
                     std::env::var("SELFHEAL_REQUIRE_BROKER").as_deref() != Ok("1"),
-                    "cannot start a sqlite Tansu broker: {e}"
+                    "cannot start a {storage} Tansu broker: {e}"
                 );
-                eprintln!("skipped: cannot start a sqlite Tansu broker: {e}");
+                eprintln!("skipped: cannot start a {storage} Tansu broker: {e}");
                 None
             }
         }
@@ -929,8 +938,15 @@ impl OwnBroker {
 
     fn run_start(&self) -> Result<String, String> {
         let mut cmd = std::process::Command::new(Self::script());
-        cmd.args(["start", "--storage", "sqlite", "--partitions", "3", "--dir"])
-            .arg(&self.dir);
+        cmd.args([
+            "start",
+            "--storage",
+            self.storage,
+            "--partitions",
+            "3",
+            "--dir",
+        ])
+        .arg(&self.dir);
         if !self.port.is_empty() {
             cmd.args(["--port", &self.port]);
         }
@@ -966,6 +982,56 @@ impl Drop for OwnBroker {
             .arg(&self.dir)
             .status();
     }
+}
+
+/// An engine with nothing to decide still writes its clock ticks' journal;
+/// when the broker goes away, that journal cannot be delivered and the
+/// session times out. Waiting for it must not look like a hung process:
+/// `/healthz` stays 200 (a liveness probe would restart the pod) while
+/// `/readyz` says the broker is down.
+#[test]
+fn an_idle_engine_stays_live_while_the_broker_is_down() {
+    if real_broker().is_none() {
+        return;
+    }
+    // Memory storage answers a produce at once, so no journal record is
+    // in flight (and failed at once) when the broker stops: the next one
+    // waits in the producer.
+    let Some(broker) = OwnBroker::start_with("memory") else {
+        return;
+    };
+    let k = setup(&broker.addr(), "idleout", 3);
+    let policy = policy_file("faults-idleout", RESTART_POLICY);
+    let mut eng = engine(
+        &k,
+        &policy,
+        "at_least_once",
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let addr = metrics_addr(&eng);
+    wait_for("the engine ready", Duration::from_secs(60), || {
+        (get(&addr, "/readyz").map(|r| r.0) == Some(200)).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    broker.stop();
+    let mut not_ready = false;
+    for second in 0..40 {
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(
+            get(&addr, "/healthz").map(|r| r.0),
+            Some(200),
+            "/healthz {second} s into the outage:\n{}",
+            eng.log_text()
+        );
+        not_ready |= get(&addr, "/readyz").map(|r| r.0) == Some(503);
+    }
+    assert!(not_ready, "/readyz never said the broker was down");
+    assert!(
+        eng.child.try_wait().unwrap().is_none(),
+        "the engine exited while the broker was down:\n{}",
+        eng.log_text()
+    );
+    eng.terminate();
 }
 
 /// The broker (Tansu with sqlite storage, so records and committed

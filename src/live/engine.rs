@@ -338,7 +338,10 @@ impl Ctx {
     /// Commits the pending batch and drops the revoked partitions' state.
     fn revoked(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let Ok(mut rt) = self.rt.lock() else { return };
-        if let Err(e) = rt.commit_final(consumer) {
+        if rt.abandoned {
+            // A failed run's state goes unsaved; the next starts from
+            // the journals.
+        } else if let Err(e) = rt.commit_final(consumer) {
             set_failed(&self.failed, e);
         }
         let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -695,6 +698,9 @@ struct Runtime {
     batch_tag: String,
     batch_seq: u64,
     gauges: GaugeParts,
+    /// The run failed and its state is dropped: nothing more is
+    /// committed (see the end of [`run_once`]).
+    abandoned: bool,
 }
 
 impl Drop for Runtime {
@@ -1574,8 +1580,10 @@ impl Runtime {
                 .map_err(LiveError::kafka("adding offsets to the transaction"))?;
             // Delivered first with the prompt flush: the rdkafka crate's
             // commit flushes in whole 100 ms polls.
-            let commit = super::flush_producer(&self.producer, StdDuration::from_secs(30))
-                .and_then(|()| self.producer.commit_transaction(StdDuration::from_secs(30)));
+            let commit = super::flush_producer(&self.producer, StdDuration::from_secs(30), &|| {
+                self.cfg.status.beat()
+            })
+            .and_then(|()| self.producer.commit_transaction(StdDuration::from_secs(30)));
             if let Err(e) = commit {
                 let _ = self.producer.abort_transaction(StdDuration::from_secs(30));
                 return Err(LiveError::Kafka {
@@ -1672,8 +1680,10 @@ impl Runtime {
     }
 
     fn flush(&self, what: &str) -> Result<(), LiveError> {
-        super::flush_producer(&self.producer, StdDuration::from_secs(30))
-            .map_err(LiveError::kafka(format!("flushing {what}")))?;
+        super::flush_producer(&self.producer, StdDuration::from_secs(30), &|| {
+            self.cfg.status.beat()
+        })
+        .map_err(LiveError::kafka(format!("flushing {what}")))?;
         self.check_deliveries()
     }
 
@@ -1687,8 +1697,10 @@ impl Runtime {
         if self.unsettled.is_none() {
             return Ok(());
         }
-        super::flush_producer(self.journal_out(), StdDuration::from_secs(30))
-            .map_err(LiveError::kafka("flushing the journal"))?;
+        super::flush_producer(self.journal_out(), StdDuration::from_secs(30), &|| {
+            self.cfg.status.beat()
+        })
+        .map_err(LiveError::kafka("flushing the journal"))?;
         self.check_deliveries()?;
         self.settle(consumer, mode)
     }
@@ -1915,6 +1927,7 @@ fn run_once(
         batch_tag: format!("{}.{:x}.{}", cfg.instance, wall_ms(), std::process::id()),
         batch_seq: 0,
         gauges: GaugeParts::default(),
+        abandoned: false,
     }));
     let gauges = EngineGauges::new(&cfg.policy);
     let mut cc = cfg.kafka.consumer_config()?;
@@ -2044,6 +2057,11 @@ fn run_once(
     })();
     if result.is_ok() {
         consumer.unsubscribe();
+    } else if let Ok(mut rt) = rt.lock() {
+        // The state is rebuilt from the journals next: closing the
+        // consumer revokes its partitions, and that revocation commits
+        // nothing (against a broker that is down it would wait there).
+        rt.abandoned = true;
     }
     result
 }

@@ -600,9 +600,12 @@ where
 /// waits in polls that always last their whole step (up to 100 ms); this
 /// one sends at once and returns within about a millisecond of the last
 /// delivery, which is what keeps the engine's batch commits short.
+/// `waiting` is called on each turn of the wait (the engine beats its
+/// heartbeat there: a loop waiting out a broker outage is alive).
 pub fn flush_producer<C>(
     producer: &rdkafka::producer::BaseProducer<C>,
     timeout: StdDuration,
+    waiting: &dyn Fn(),
 ) -> Result<(), KafkaError>
 where
     C: rdkafka::producer::ProducerContext,
@@ -610,6 +613,7 @@ where
     use rdkafka::producer::Producer;
     let deadline = std::time::Instant::now() + timeout;
     loop {
+        waiting();
         serve_deliveries(producer);
         if producer.in_flight_count() == 0 {
             return Ok(());
