@@ -561,13 +561,16 @@ fn tracing_changes_no_output_and_off_leaves_no_trace_headers() {
     assert!(off.iter().any(|o| o.0 == "actions"));
     for (a, b) in off.iter().zip(&on) {
         assert_eq!((&a.0, &a.1, a.2), (&b.0, &b.1, b.2), "outputs differ");
-        // Off: the kind header only, everywhere. On: commands also carry
-        // their traceparent.
-        assert_eq!(a.3, [wire::KIND_HEADER]);
+        // Off: the batch and kind headers only, everywhere. On: commands
+        // also carry their traceparent.
+        assert_eq!(a.3, [wire::BATCH_HEADER, wire::KIND_HEADER]);
         if b.0 == "actions" {
-            assert_eq!(b.3, [wire::KIND_HEADER, traces::TRACEPARENT]);
+            assert_eq!(
+                b.3,
+                [wire::BATCH_HEADER, wire::KIND_HEADER, traces::TRACEPARENT]
+            );
         } else {
-            assert_eq!(b.3, [wire::KIND_HEADER]);
+            assert_eq!(b.3, [wire::BATCH_HEADER, wire::KIND_HEADER]);
         }
     }
 }
