@@ -535,12 +535,8 @@ fn engine_faults(k: &KafkaArgs, guarantee: &str, test: &str, fault: Fault) {
     assert_eq!(ran.len(), want.len(), "executed commands: {ran:?}");
     let mut unjournaled = 0;
     if guarantee == "exactly_once" {
-        // librdkafka's mock cluster keeps no transaction markers: a killed
-        // engine's open transaction is never aborted, and whatever of it
-        // reached the broker reads as committed. A transaction is all or
-        // nothing on a real broker, so a command counts as committed only
-        // if the journal record of its batch (`selfheal-batch`) is there
-        // too; the others are of transactions a real broker would abort.
+        // Counted in committed transactions only: the mock cluster never
+        // aborts a killed engine's (see `committed_commands`).
         let (copies, aborted) = committed_commands(k);
         unjournaled = aborted;
         let wrong: Vec<_> = want

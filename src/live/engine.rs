@@ -1566,7 +1566,10 @@ impl Runtime {
                         .partition(*p)
                         .key(key.as_bytes())
                         .payload(c.as_slice())
-                        .headers(wire::batch_headers(None, &batch)),
+                        .headers(wire::with_batch(
+                            rdkafka::message::OwnedHeaders::new(),
+                            &batch,
+                        )),
                 )?;
                 records += 1;
             }
@@ -1580,10 +1583,9 @@ impl Runtime {
                 .map_err(LiveError::kafka("adding offsets to the transaction"))?;
             // Delivered first with the prompt flush: the rdkafka crate's
             // commit flushes in whole 100 ms polls.
-            let commit = super::flush_producer(&self.producer, StdDuration::from_secs(30), &|| {
-                self.cfg.status.beat()
-            })
-            .and_then(|()| self.producer.commit_transaction(StdDuration::from_secs(30)));
+            let commit = self
+                .wait_delivered(&self.producer)
+                .and_then(|()| self.producer.commit_transaction(StdDuration::from_secs(30)));
             if let Err(e) = commit {
                 let _ = self.producer.abort_transaction(StdDuration::from_secs(30));
                 return Err(LiveError::Kafka {
@@ -1680,11 +1682,18 @@ impl Runtime {
     }
 
     fn flush(&self, what: &str) -> Result<(), LiveError> {
-        super::flush_producer(&self.producer, StdDuration::from_secs(30), &|| {
+        self.wait_delivered(&self.producer)
+            .map_err(LiveError::kafka(format!("flushing {what}")))?;
+        self.check_deliveries()
+    }
+
+    /// Waits up to 30 s for everything `producer` holds to be delivered
+    /// (or failed), the heartbeat beating meanwhile: waiting out a broker
+    /// that is away is not a hung loop.
+    fn wait_delivered(&self, producer: &BaseProducer<ProducerCtx>) -> Result<(), KafkaError> {
+        super::flush_producer(producer, StdDuration::from_secs(30), &|| {
             self.cfg.status.beat()
         })
-        .map_err(LiveError::kafka(format!("flushing {what}")))?;
-        self.check_deliveries()
     }
 
     /// Waits for the unsettled batch's journal records, if any, and
@@ -1697,10 +1706,8 @@ impl Runtime {
         if self.unsettled.is_none() {
             return Ok(());
         }
-        super::flush_producer(self.journal_out(), StdDuration::from_secs(30), &|| {
-            self.cfg.status.beat()
-        })
-        .map_err(LiveError::kafka("flushing the journal"))?;
+        self.wait_delivered(self.journal_out())
+            .map_err(LiveError::kafka("flushing the journal"))?;
         self.check_deliveries()?;
         self.settle(consumer, mode)
     }
@@ -1729,7 +1736,7 @@ impl Runtime {
             Output::ApprovalRequest(_) => &self.topics.approval_requests,
         };
         let value = wire::encode_output(&e.output, self.cfg.format);
-        let mut headers = wire::batch_headers(Some(e.output.kind()), batch);
+        let mut headers = wire::with_batch(wire::kind_headers(e.output.kind()), batch);
         if let (Some(_), Output::Command(c)) = (&self.cfg.traces, &e.output) {
             // The command's span, for the executor to continue.
             let tp = super::traces::traceparent(&super::traces::command_span(&c.incident, &c.id));
@@ -1748,11 +1755,10 @@ impl Runtime {
     }
 
     fn produce_dead(&self, d: &Dead, batch: &str) -> Result<(), LiveError> {
-        let headers = wire::dead_letter_headers(&d.reason, d.code, &d.topic, d.partition, d.offset)
-            .insert(rdkafka::message::Header {
-                key: wire::BATCH_HEADER,
-                value: Some(batch),
-            });
+        let headers = wire::with_batch(
+            wire::dead_letter_headers(&d.reason, d.code, &d.topic, d.partition, d.offset),
+            batch,
+        );
         let mut rec = BaseRecord::to(&self.topics.dlq)
             .payload(d.value.as_slice())
             .headers(headers);

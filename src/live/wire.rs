@@ -185,11 +185,9 @@ pub fn kind_headers(kind: &str) -> OwnedHeaders {
     })
 }
 
-/// `selfheal-batch` (and `selfheal-kind` when given) for a record an
-/// engine batch writes.
-pub fn batch_headers(kind: Option<&str>, batch: &str) -> OwnedHeaders {
-    let h = kind.map_or_else(OwnedHeaders::new, kind_headers);
-    h.insert(Header {
+/// `headers` with `selfheal-batch`, for a record an engine batch writes.
+pub fn with_batch(headers: OwnedHeaders, batch: &str) -> OwnedHeaders {
+    headers.insert(Header {
         key: BATCH_HEADER,
         value: Some(batch),
     })
