@@ -4,6 +4,8 @@
 # installed on first use (`cargo install tansu`, 10-20 minutes once) and
 # started on a free loopback port by scripts/broker.sh; it is stopped when
 # the tests end. Arguments go to `cargo test` (e.g. `scripts/test.sh --test live`).
+# A failing test binary does not stop the others (`--no-fail-fast`): the run
+# ends with every failure, not only the first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +21,4 @@ echo "test broker: Tansu at $SELFHEAL_BROKERS" >&2
 export SELFHEAL_TEST_BROKERS="$SELFHEAL_BROKERS"
 export SELFHEAL_REQUIRE_BROKER=1
 unset SELFHEAL_BROKERS
-cargo test "$@"
+cargo test --no-fail-fast "$@"

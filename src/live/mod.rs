@@ -104,7 +104,8 @@ pub struct Span {
 /// `reader`, a consumer of its own with `enable.partition.eof` set,
 /// calling `f` with every record in order. A read not done within
 /// `limit` fails with `late(next offset, listed end)`; a Kafka error
-/// names `topic[p]`.
+/// names `topic[p]`, except a [`transient`] one, which is logged while
+/// the read goes on.
 ///
 /// The end is where a fetch finds nothing more (partition EOF), or, for a
 /// broker that never says so, half a second without a record once the
@@ -141,6 +142,9 @@ pub(crate) fn read_to_end<C: rdkafka::consumer::ConsumerContext>(
             None if next >= high => return Ok(span(next)),
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(span(next)),
+            Some(Err(e)) if transient(&e) => {
+                tracing::warn!(error = %e, "reading {topic}[{p}]; retrying");
+            }
             Some(Err(e)) => return Err(kafka()(e)),
             Some(Ok(m)) => {
                 f(&m)?;
@@ -148,6 +152,30 @@ pub(crate) fn read_to_end<C: rdkafka::consumer::ConsumerContext>(
             }
         }
     }
+}
+
+/// Whether a consumer error is one librdkafka recovers from by itself
+/// (a lost or refused connection, a request timed out, a partition
+/// leader moving): a reader goes on polling, within its own deadline,
+/// instead of failing. An idle connection the broker closed shows up as
+/// `AllBrokersDown` for as long as both the bootstrap and the broker
+/// connection are down, which is no reason to start over.
+pub(crate) fn transient(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::AllBrokersDown
+                | C::BrokerTransportFailure
+                | C::NetworkException
+                | C::RequestTimedOut
+                | C::OperationTimedOut
+                | C::LeaderNotAvailable
+                | C::NotLeaderForPartition
+                | C::NotCoordinator
+                | C::CoordinatorNotAvailable
+        )
+    )
 }
 
 /// Topic names, all under one prefix.
@@ -642,8 +670,6 @@ pub fn wall_ms() -> i64 {
 mod tests {
     use super::*;
 
-    /// Every consumer gets selfheal's fetch defaults; a `-X` setting of
-    /// the same name wins over them.
     /// Counts the delivery reports served.
     #[derive(Default)]
     struct Reports(AtomicU64);
@@ -688,6 +714,64 @@ mod tests {
         assert_eq!(producer.in_flight_count(), 0);
     }
 
+    /// A journal read that meets a broker down for two seconds waits for
+    /// it and reads every record, where it used to fail on the first
+    /// `AllBrokersDown` and restart the engine.
+    #[test]
+    fn a_read_to_the_end_rides_out_a_broker_down_for_a_moment() {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("j", 1, 1).unwrap();
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .create()
+            .unwrap();
+        for i in 0..20 {
+            producer
+                .send(BaseRecord::<str, str>::to("j").payload(&i.to_string()))
+                .unwrap();
+        }
+        producer.flush(StdDuration::from_secs(10)).unwrap();
+        let reader: BaseConsumer<Health> = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("group.id", "r")
+            .set("enable.partition.eof", "true")
+            .set("reconnect.backoff.max.ms", "200")
+            .create_with_context(Health::default())
+            .unwrap();
+        cluster.broker_down(1).unwrap();
+        let mut seen = Vec::new();
+        let span = std::thread::scope(|s| {
+            let read = s.spawn(|| {
+                read_to_end(
+                    &reader,
+                    "j",
+                    0,
+                    StdDuration::from_secs(30),
+                    |next, end| LiveError::Other(format!("late at {next} of {end}")),
+                    |m| {
+                        use rdkafka::Message;
+                        seen.push(m.offset());
+                        Ok(())
+                    },
+                )
+            });
+            std::thread::sleep(StdDuration::from_secs(2));
+            cluster.broker_up(1).unwrap();
+            read.join().unwrap()
+        })
+        .unwrap();
+        assert_eq!(seen, (0..20).collect::<Vec<i64>>());
+        assert_eq!(span.end, 20);
+        assert!(
+            reader.context().errors() > 0,
+            "the broker was never seen down: the test tests nothing"
+        );
+    }
+
+    /// Every consumer gets selfheal's fetch defaults; a `-X` setting of
+    /// the same name wins over them.
     #[test]
     fn consumer_defaults_yield_to_pass_through_settings() {
         let mut args = KafkaArgs::local("127.0.0.1:9092");

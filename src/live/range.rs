@@ -378,6 +378,16 @@ impl Lane for KafkaLane {
                         // offset, under read_committed).
                         Step::End
                     }
+                    Some(Err(e)) if super::transient(&e) => {
+                        // Bounded by STALL: nothing read for that long fails.
+                        tracing::warn!(
+                            error = %e,
+                            "reading {}[{}]; retrying",
+                            self.cur.topic,
+                            self.cur.partition
+                        );
+                        continue;
+                    }
                     Some(Err(e)) => {
                         return Err(LiveError::Kafka {
                             context: format!("reading {}[{}]", self.cur.topic, self.cur.partition),
