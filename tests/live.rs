@@ -45,6 +45,70 @@ fn count_by_id(cmds: &[selfheal::records::Command]) -> HashMap<String, usize> {
     m
 }
 
+/// A member whose heartbeats stop reaching the group coordinator loses
+/// its partitions when its session times out (6 s here), and another
+/// engine may own them by then. The engine writes nothing more for them,
+/// says why, starts over from the journals, and once the coordinator is
+/// back it owns the partitions again and decides what comes next.
+#[test]
+fn an_engine_whose_session_times_out_writes_nothing_more_and_starts_over() {
+    use rdkafka::mocking::MockCoordinator;
+    // Broker 1 leads every partition; broker 2 coordinates the group, so
+    // only the group's requests fail while it is down.
+    let cluster = MockCluster::new(2).unwrap();
+    let k = KafkaArgs::local(&cluster.bootstrap_servers());
+    for t in k.topics().all() {
+        cluster.create_topic(t, 3, 1).unwrap();
+        for p in 0..3 {
+            cluster.partition_leader(t, p, Some(1)).unwrap();
+        }
+    }
+    let group = format!("{}engine", k.topic_prefix);
+    cluster
+        .coordinator(MockCoordinator::Group(group.clone()), 2)
+        .unwrap();
+    let policy = policy_file("session-lost", RESTART_POLICY);
+    let mut eng = engine_in(&k, &group, &policy, "at_least_once", &[]);
+    eng.wait_log("partition assigned", 3, Duration::from_secs(60));
+    let targets =
+        |k: &KafkaArgs| -> HashSet<String> { commands(k).into_iter().map(|c| c.target).collect() };
+    let mut want: HashSet<String> = crash_alerts(&k, 0, 6).into_iter().collect();
+    wait_for_procs(
+        "the first commands",
+        Duration::from_secs(60),
+        &mut [&mut eng],
+        || (targets(&k) == want).then_some(()),
+    );
+    cluster.broker_down(2).unwrap();
+    let log = eng.log.clone();
+    let logged = |needle: &str| std::fs::read_to_string(&log).is_ok_and(|l| l.contains(needle));
+    wait_for_procs(
+        "the engine to report its lost partitions",
+        Duration::from_secs(60),
+        &mut [&mut eng],
+        || logged("the consumer group took back partitions [0, 1, 2]").then_some(()),
+    );
+    cluster.broker_up(2).unwrap();
+    want.extend(crash_alerts(&k, 6, 6));
+    wait_for_procs(
+        "every command after the coordinator came back",
+        Duration::from_secs(90),
+        &mut [&mut eng],
+        || (targets(&k) == want).then_some(()),
+    );
+    let restarts: Vec<String> = eng
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("restarting from the journals"))
+        .map(str::to_string)
+        .collect();
+    assert!(
+        restarts.iter().any(|l| l.contains("took back partitions")),
+        "no restart for the lost partitions:\n{}",
+        eng.log_text()
+    );
+}
+
 #[test]
 fn exactly_once_engine_killed_mid_stream_emits_each_command_once() {
     let cluster = MockCluster::new(1).unwrap();

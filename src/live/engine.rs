@@ -28,7 +28,9 @@
 //!
 //! On assignment a partition's core is rebuilt from its journal, and input
 //! records at offsets the journal already holds are skipped; on revocation
-//! the pending batch is committed first.
+//! the pending batch is committed first, unless the group took the
+//! partitions back after a session timeout (then nothing more is written
+//! and the engine starts over from the journals).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -251,6 +253,7 @@ pub fn run(
                 counters.restarts.fetch_add(1, Ordering::Relaxed);
                 let reason = match e {
                     LiveError::OtherWriter { .. } => "journal_conflict",
+                    LiveError::AssignmentLost(_) => "assignment_lost",
                     _ => "failure",
                 };
                 metrics::counter!(telemetry::names::ENGINE_RESTARTS, "reason" => reason)
@@ -336,8 +339,25 @@ impl ConsumerContext for Ctx {
 
 impl Ctx {
     /// Commits the pending batch and drops the revoked partitions' state.
+    ///
+    /// Partitions the group took back without asking (this member's
+    /// session timed out, `assignment_lost`) may already belong to
+    /// another engine: nothing more is written for them, neither the
+    /// pending batch nor its offsets, and the run ends, to start again
+    /// from the journals like after any failure. The delivery reports of
+    /// journal records still on their way then meet no rebuilt state.
     fn revoked(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
         let Ok(mut rt) = self.rt.lock() else { return };
+        if !rt.abandoned && consumer.assignment_lost() {
+            let mut parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            parts.sort_unstable();
+            parts.dedup();
+            rt.abandoned = true;
+            set_failed(
+                &self.failed,
+                LiveError::AssignmentLost(format!("{parts:?}")),
+            );
+        }
         if rt.abandoned {
             // A failed run's state goes unsaved; the next starts from
             // the journals.

@@ -75,6 +75,12 @@ pub enum LiveError {
         first: i64,
         last: i64,
     },
+    #[error(
+        "the consumer group took back partitions {0} (no heartbeat reached it within \
+         session.timeout.ms): nothing decided since the last commit is written; the \
+         partitions' next owner decides it again from the journals"
+    )]
+    AssignmentLost(String),
     #[error("{0} deliveries failed: {1}")]
     Delivery(u64, String),
     #[error("{0}")]

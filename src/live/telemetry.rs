@@ -84,7 +84,9 @@ pub mod names {
 
     /// Counter `{reason}`: times the engine stopped on an error and
     /// restarted from the journals: `journal_conflict` (another engine
-    /// wrote a partition's journal) or `failure` (any other error).
+    /// wrote a partition's journal), `assignment_lost` (the group took its
+    /// partitions back after a session timeout) or `failure` (any other
+    /// error).
     pub const ENGINE_RESTARTS: &str = "selfheal_engine_restarts_total";
 
     /// Every name above.
