@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use common::*;
 use selfheal::notify::{Notifier, NotifyConfig, Outcome, RetryPolicy, SinkConfig, SinkKind};
-use selfheal::records::{Escalation, EscalationReason, Severity, Tried};
+use selfheal::records::{
+    Escalation, EscalationReason, Incident, IncidentState, Labels, Severity, Tried, Trigger,
+};
 use serde_json::Value;
 
 const PD_KEY: &str = "pdkey-R0UT1NG-5ecret";
@@ -24,6 +26,7 @@ const SLACK_PATH: &str = "/services/T000/B000/XyZslackSecret";
 struct Req {
     method: String,
     path: String,
+    query: String,
     headers: HashMap<String, String>,
     body: Value,
     /// The status it was answered with.
@@ -88,6 +91,7 @@ impl FakeSink {
                     r.lock().unwrap().push(Req {
                         method: method.to_string(),
                         path: uri.path().to_string(),
+                        query: uri.query().unwrap_or("").to_string(),
                         headers: headers
                             .iter()
                             .map(|(k, v)| {
@@ -165,6 +169,23 @@ fn escalation(incident: &str, severity: Severity) -> Escalation {
             outcome: "failed".into(),
         }],
         context: [("labels.pod".to_string(), "pod-7".to_string())].into(),
+    }
+}
+
+fn incident(id: &str, state: IncidentState) -> Incident {
+    Incident {
+        id: id.into(),
+        service: "checkout".into(),
+        state,
+        trigger: Trigger {
+            source: "alert".into(),
+            alertname: "CheckoutErrors".into(),
+            fingerprint: "f00d".into(),
+            starts_at: selfheal::time::Timestamp(1_772_359_200_000),
+            labels: Labels::from_pairs([("alertname", "CheckoutErrors")]),
+        },
+        reason: "trigger resolved".into(),
+        runbook: None,
     }
 }
 
@@ -494,6 +515,69 @@ fn the_same_incident_twice_reaches_each_sink_once_and_a_page_after_a_ticket_goes
     assert_eq!(out[1].outcome, Outcome::Delivered { attempts: 1 });
 }
 
+/// An incident delivered to a sink is resolved there once, with each
+/// sink's own resolve request; one never delivered is resolved nowhere,
+/// and a sink that refused the resolve keeps it for the next try.
+#[test]
+fn a_delivered_incident_is_resolved_at_each_sink_and_only_there() {
+    let (pd, og, slack) = (FakeSink::start(), FakeSink::start(), FakeSink::start());
+    let mut pd_cfg = pd_sink(&pd);
+    pd_cfg.severities = vec![Severity::Page];
+    let n = notifier(
+        vec![pd_cfg, og_sink(&og), slack_sink(&slack)],
+        fast_retry(2),
+    );
+    // A ticket: PagerDuty does not take it, so it has nothing to resolve.
+    block_on(n.deliver(&escalation("inc-t", Severity::Ticket)));
+    block_on(n.deliver(&escalation("inc-p", Severity::Page)));
+    let before = (
+        pd.requests().len(),
+        og.requests().len(),
+        slack.requests().len(),
+    );
+
+    assert!(block_on(n.resolve(&incident("inc-never", IncidentState::Resolved))).is_empty());
+    let out = block_on(n.resolve(&incident("inc-t", IncidentState::Resolved)));
+    let sinks: Vec<SinkKind> = out.iter().map(|d| d.sink).collect();
+    assert_eq!(sinks, [SinkKind::Opsgenie, SinkKind::Slack], "{out:?}");
+    assert_eq!(pd.requests().len(), before.0);
+
+    og.push(reply(400));
+    let out = block_on(n.resolve(&incident("inc-p", IncidentState::Resolved)));
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert_eq!(out[0].outcome, Outcome::Delivered { attempts: 1 });
+    assert!(matches!(out[1].outcome, Outcome::GaveUp { .. }), "{out:?}");
+    assert_eq!(out[2].outcome, Outcome::Delivered { attempts: 1 });
+
+    let r = pd.requests().pop().unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/v2/enqueue")
+    );
+    assert_eq!(r.body["routing_key"], PD_KEY);
+    assert_eq!(r.body["event_action"], "resolve");
+    assert_eq!(r.body["dedup_key"], "inc-p");
+    let r = og.requests().pop().unwrap();
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str(), r.query.as_str()),
+        ("POST", "/v2/alerts/inc-p/close", "identifierType=alias")
+    );
+    assert_eq!(r.headers["authorization"], format!("GenieKey {OG_KEY}"));
+    assert_eq!(r.body["note"], "resolved: trigger resolved");
+    let r = slack.requests().pop().unwrap();
+    assert_eq!(
+        r.body["text"],
+        "[RESOLVED] checkout: incident inc-p (trigger resolved)"
+    );
+
+    // Resolved where it was taken; Opsgenie's refusal is tried again.
+    let again = block_on(n.resolve(&incident("inc-p", IncidentState::Resolved)));
+    let sinks: Vec<SinkKind> = again.iter().map(|d| d.sink).collect();
+    assert_eq!(sinks, [SinkKind::Opsgenie], "{again:?}");
+    assert_eq!(again[0].outcome, Outcome::Delivered { attempts: 1 });
+    assert!(block_on(n.resolve(&incident("inc-p", IncidentState::Resolved))).is_empty());
+}
+
 // ---- `selfheal notify` against a real broker ----
 
 /// Starts `selfheal notify` with the sinks' secrets in its environment.
@@ -550,6 +634,28 @@ fn publish_escalation(
             &value,
             "escalation",
             partition,
+        )
+        .await
+        .unwrap();
+    });
+}
+
+fn publish_incident(
+    k: &selfheal::live::KafkaArgs,
+    i: &Incident,
+    format: selfheal::live::wire::Format,
+) {
+    use selfheal::live::{tools, wire};
+    let value = wire::encode_output(&selfheal::records::Output::Incident(i.clone()), format);
+    block_on(async {
+        let p = tools::producer(k).unwrap();
+        tools::publish(
+            &p,
+            &k.topics().incidents,
+            &i.service,
+            &value,
+            "incident",
+            None,
         )
         .await
         .unwrap();
@@ -746,6 +852,97 @@ fn selfheal_notify_pages_each_escalation_once_and_does_not_resend_after_a_restar
     for secret in [PD_KEY, OG_KEY, "XyZslackSecret"] {
         assert!(!logs.contains(secret), "{secret} in the notifier's logs");
     }
+}
+
+/// `selfheal notify` reads the incidents topic too: an incident it paged
+/// that resolves is resolved at PagerDuty, closed at Opsgenie and
+/// announced on Slack; other states, and incidents it never paged,
+/// send nothing.
+#[test]
+fn selfheal_notify_resolves_what_it_paged_when_the_incident_resolves() {
+    use selfheal::live::wire::Format;
+    let Some(brokers) = real_broker() else {
+        return;
+    };
+    let k = setup(&brokers, "notify-resolve", 3);
+    let (pd, og, slack) = (FakeSink::start(), FakeSink::start(), FakeSink::start());
+    let slack_url = format!("{}{SLACK_PATH}", slack.base);
+    let config = policy_file(
+        "notify-resolve",
+        &format!(
+            "pagerduty: {{routing_key_env: TEST_PD_KEY, url: '{}/v2/enqueue'}}\n\
+             opsgenie: {{api_key_env: TEST_OG_KEY, url: '{}/v2/alerts'}}\n\
+             slack: {{webhook_url_env: TEST_SLACK_URL}}\n\
+             retry: {{attempts: 3, initial: 50ms, max: 200ms}}\n",
+            pd.base, og.base
+        ),
+    );
+    publish_escalation(&k, &escalation("inc-r", Severity::Page), Format::Json, None);
+    let mut n = notify_proc(&k, &config, &slack_url);
+    wait_for("the page at every sink", Duration::from_secs(60), || {
+        (pd.requests().len() == 1 && og.requests().len() == 1 && slack.requests().len() == 1)
+            .then_some(())
+    });
+    publish_incident(
+        &k,
+        &incident("inc-r", IncidentState::Escalated),
+        Format::Avro,
+    );
+    publish_incident(
+        &k,
+        &incident("inc-never", IncidentState::Resolved),
+        Format::Json,
+    );
+    publish_incident(
+        &k,
+        &incident("inc-r", IncidentState::Resolved),
+        Format::Avro,
+    );
+    wait_for("the resolve at every sink", Duration::from_secs(60), || {
+        (pd.requests().len() == 2 && og.requests().len() == 2 && slack.requests().len() == 2)
+            .then_some(())
+    });
+    let r = pd.requests().pop().unwrap();
+    assert_eq!(
+        (
+            r.body["event_action"].as_str(),
+            r.body["dedup_key"].as_str()
+        ),
+        (Some("resolve"), Some("inc-r"))
+    );
+    let r = og.requests().pop().unwrap();
+    assert_eq!(
+        (r.path.as_str(), r.query.as_str()),
+        ("/v2/alerts/inc-r/close", "identifierType=alias")
+    );
+    assert!(slack.requests()[1].body["text"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("[RESOLVED] checkout: incident inc-r")));
+    let addr = metrics_addr(&n);
+    wait_for("the resolves counted", Duration::from_secs(10), || {
+        let text = scrape(&addr);
+        ["pagerduty", "opsgenie", "slack"]
+            .iter()
+            .all(|sink| {
+                value(
+                    &text,
+                    "selfheal_notify_deliveries_total",
+                    &[&format!("sink=\"{sink}\""), "outcome=\"resolved\""],
+                ) == 1.0
+            })
+            .then_some(())
+    });
+    // The other two records went before the resolve in its partition (one
+    // key): they were handled, and sent nothing.
+    assert_eq!(
+        (
+            pd.requests().len(),
+            og.requests().len(),
+            slack.requests().len()
+        ),
+        (2, 2, 2)
+    );
+    n.terminate();
 }
 
 #[test]

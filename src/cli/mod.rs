@@ -46,7 +46,7 @@ pub enum Command {
     Engine(live::EngineArgs),
     /// Run an executor: carries out commands, publishes results.
     Executor(live::ExecutorArgs),
-    /// Deliver escalations to PagerDuty, Opsgenie and Slack.
+    /// Deliver escalations to PagerDuty, Opsgenie and Slack; resolve them there when their incident resolves.
     Notify(notify::Args),
     /// Publish alerts.
     #[command(subcommand)]

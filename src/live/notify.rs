@@ -21,6 +21,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::wire;
 use super::{KafkaArgs, LiveError};
 use crate::notify::{Notifier, Outcome};
+use crate::records::IncidentState;
 use crate::records::Output;
 
 /// Settings of the notify service.
@@ -85,7 +86,7 @@ pub async fn run(
             "fetching metadata from {}",
             cfg.kafka.brokers
         )))?;
-    for t in [&topics.escalations, &topics.dlq] {
+    for t in [&topics.escalations, &topics.incidents, &topics.dlq] {
         let ok = md
             .topics()
             .iter()
@@ -109,7 +110,10 @@ pub async fn run(
                 "latest"
             },
         )
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        // Partition p of both topics to one member: an incident's
+        // escalation and its resolve (both keyed by service) meet there.
+        .set("partition.assignment.strategy", "range");
     if cc.get("session.timeout.ms").is_none() {
         cc.set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000");
@@ -128,28 +132,33 @@ pub async fn run(
     let consumer: StreamConsumer<super::telemetry::StatusContext> = cc
         .create_with_context(super::telemetry::StatusContext(cfg.status.clone()))
         .map_err(LiveError::kafka("creating the consumer"))?;
+    // The incidents topic brings the resolves of what was delivered.
     consumer
-        .subscribe(&[&topics.escalations])
-        .map_err(LiveError::kafka("subscribing to the escalations topic"))?;
+        .subscribe(&[&topics.escalations, &topics.incidents])
+        .map_err(LiveError::kafka(
+            "subscribing to the escalations and incidents topics",
+        ))?;
     let sinks: Vec<String> = notifier
         .sinks()
         .iter()
         .map(|s| format!("{} {}", s.kind, s.display_url()))
         .collect();
     eprintln!(
-        "selfheal notify: {} on {} ({}), delivering to {}",
+        "selfheal notify: {} on {} ({}, resolves from {}), delivering to {}",
         cfg.instance,
         cfg.kafka.brokers,
         topics.escalations,
+        topics.incidents,
         sinks.join(", ")
     );
     let svc = Service {
         producer,
         dlq: topics.dlq.clone(),
+        incidents: topics.incidents.clone(),
         notifier,
         counters,
     };
-    let consumed = super::telemetry::TopicCounters::new(&[&topics.escalations]);
+    let consumed = super::telemetry::TopicCounters::new(&[&topics.escalations, &topics.incidents]);
     while !stop.load(Ordering::Relaxed) {
         cfg.status.beat();
         let m = match tokio::time::timeout(StdDuration::from_millis(200), consumer.recv()).await {
@@ -161,7 +170,7 @@ pub async fn run(
             }
             Ok(Ok(m)) => m,
         };
-        consumed.consumed(0);
+        consumed.consumed(usize::from(m.topic() == svc.incidents));
         // Retries are bounded by the config; the loop is alive meanwhile.
         let handled = tokio::select! {
             done = svc.handle(&m, &stop) => done,
@@ -206,6 +215,7 @@ async fn stopped(stop: &AtomicBool) {
 struct Service {
     producer: FutureProducer<super::Health>,
     dlq: String,
+    incidents: String,
     notifier: Arc<Notifier>,
     counters: Arc<NotifyCounters>,
 }
@@ -214,6 +224,9 @@ impl Service {
     /// Delivers one record; `false` when it could not be finished (the
     /// dead-letter topic unreachable until a stop).
     async fn handle(&self, m: &BorrowedMessage<'_>, stop: &AtomicBool) -> bool {
+        if m.topic() == self.incidents {
+            return self.handle_incident(m, stop).await;
+        }
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         let kind = wire::header(m.headers(), wire::KIND_HEADER).map(str::to_string);
         let decoded = wire::decode_output(
@@ -259,6 +272,46 @@ impl Service {
                     "{} did not take incident {}: {reason}",
                     d.sink, esc.incident
                 );
+                if !self
+                    .dead_letter(m, "sink_failed", &reason, Some(d.sink.as_str()), stop)
+                    .await
+                {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// An incident record: a resolved incident is resolved at the sinks
+    /// it was delivered to; any other state is left alone, and an
+    /// undecodable record is dead-lettered.
+    async fn handle_incident(&self, m: &BorrowedMessage<'_>, stop: &AtomicBool) -> bool {
+        let kind = wire::header(m.headers(), wire::KIND_HEADER);
+        let inc = match wire::decode_output(kind.or(Some("incident")), m.payload().unwrap_or(&[])) {
+            Ok(Output::Incident(i)) if i.state == IncidentState::Resolved => i,
+            Ok(_) => return true,
+            Err(e) => {
+                self.counters.undecodable.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, partition = m.partition(), offset = m.offset(), "undecodable incident record; dead-lettered");
+                return self
+                    .dead_letter(m, e.code(), &e.to_string(), None, stop)
+                    .await;
+            }
+        };
+        for d in self.notifier.resolve(&inc).await {
+            let outcome = match &d.outcome {
+                Outcome::Delivered { .. } => "resolved",
+                _ => "resolve_gave_up",
+            };
+            metrics::counter!(
+                super::telemetry::names::NOTIFY_DELIVERIES,
+                "sink" => d.sink.as_str(),
+                "outcome" => outcome
+            )
+            .increment(1);
+            if let Outcome::GaveUp { reason, .. } = &d.outcome {
+                let reason = format!("{} did not resolve incident {}: {reason}", d.sink, inc.id);
                 if !self
                     .dead_letter(m, "sink_failed", &reason, Some(d.sink.as_str()), stop)
                     .await

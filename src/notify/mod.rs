@@ -14,6 +14,13 @@
 //! Opsgenie's `alias` are the incident id, so those services also merge
 //! what this process cannot remember (after a restart).
 //!
+//! Resolving: an incident this process delivered to a sink that later
+//! resolves (its trigger cleared) is resolved there too: PagerDuty gets a
+//! `resolve` event for the same `dedup_key`, Opsgenie a close of the alert
+//! by its alias, Slack a "resolved" message, with the same retries. What
+//! was delivered before a restart is not remembered, and its page is then
+//! resolved by hand.
+//!
 //! Secrets (routing key, API key, Slack webhook URL) appear only in the
 //! request that carries them: errors, logs and outcomes are redacted.
 
@@ -30,12 +37,15 @@ use serde_json::{json, Value};
 
 pub use config::{ConfigError, NotifyConfig, RetryPolicy, Secret, SinkConfig, SinkKind};
 
-use crate::records::{Escalation, Severity};
+use crate::records::{Escalation, Incident, Severity};
 
 /// How long a `Retry-After` may make a sink wait, at most.
 const RETRY_AFTER_CAP: StdDuration = StdDuration::from_secs(600);
 /// Response body bytes kept in a failure reason.
 const BODY_SHOWN: usize = 300;
+/// Incidents remembered for their resolve, at most (over all sinks);
+/// past it, those delivered more than a week ago are forgotten first.
+const OPEN_CAP: usize = 65_536;
 
 /// Why a notifier could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +83,8 @@ pub struct SinkCounters {
     pub retries: AtomicU64,
     pub gave_up: AtomicU64,
     pub duplicates: AtomicU64,
+    /// Resolves the sink took.
+    pub resolved: AtomicU64,
 }
 
 /// Sends escalations to the configured sinks.
@@ -84,6 +96,8 @@ pub struct Notifier {
     redactor: Redactor,
     /// (sink index, incident) → highest severity delivered and when.
     sent: Mutex<HashMap<(usize, String), (Severity, Instant)>>,
+    /// (sink index, incident) delivered and not resolved yet → when.
+    open: Mutex<HashMap<(usize, String), Instant>>,
     counters: Vec<SinkCounters>,
 }
 
@@ -121,6 +135,7 @@ impl Notifier {
             client,
             redactor,
             sent: Mutex::default(),
+            open: Mutex::default(),
         })
     }
 
@@ -176,22 +191,94 @@ impl Notifier {
         }
         let (body, auth) = request_body(sink, esc);
         let body = serde_json::to_vec(&body).unwrap_or_default();
+        let what = esc.severity.as_str();
+        let (outcome, waits) = self
+            .send_retrying(i, &sink.url, &body, auth.as_deref(), &esc.incident, what)
+            .await;
+        if let Outcome::Delivered { .. } = outcome {
+            self.counters[i].delivered.fetch_add(1, Ordering::Relaxed);
+            self.remember(i, esc);
+        }
+        d.outcome = outcome;
+        d.waits = waits;
+        d
+    }
+
+    /// Resolves `incident` at every sink this process delivered it to
+    /// (and has not resolved it at yet), in parallel; returns the outcome
+    /// of each such sink, in configuration order. A sink that gave up
+    /// keeps the incident, so that a redelivered record tries again.
+    pub async fn resolve(self: &Arc<Self>, incident: &Incident) -> Vec<Delivery> {
+        let open: Vec<usize> = match self.open.lock() {
+            Ok(open) => (0..self.sinks.len())
+                .filter(|&i| open.contains_key(&(i, incident.id.clone())))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let inc = Arc::new(incident.clone());
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in open {
+            let (me, inc) = (self.clone(), inc.clone());
+            tasks.spawn(async move { (i, me.resolve_at(i, &inc).await) });
+        }
+        let mut out: Vec<(usize, Delivery)> = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(d) => out.push(d),
+                Err(e) => tracing::error!(error = %e, "a sink resolve task failed"),
+            }
+        }
+        out.sort_by_key(|(i, _)| *i);
+        out.into_iter().map(|(_, d)| d).collect()
+    }
+
+    async fn resolve_at(&self, i: usize, inc: &Incident) -> Delivery {
+        let sink = &self.sinks[i];
+        let (url, body, auth) = resolve_request(sink, inc);
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let (outcome, waits) = self
+            .send_retrying(i, &url, &body, auth.as_deref(), &inc.id, "resolve")
+            .await;
+        if let Outcome::Delivered { .. } = outcome {
+            self.counters[i].resolved.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut open) = self.open.lock() {
+                open.remove(&(i, inc.id.clone()));
+            }
+        }
+        Delivery {
+            sink: sink.kind,
+            outcome,
+            waits,
+        }
+    }
+
+    /// Sends one request to sink `i`, retrying as configured: the outcome
+    /// (never `Duplicate` or `NotSubscribed`) and the waits before each
+    /// retry. `what` names the request in the logs.
+    async fn send_retrying(
+        &self,
+        i: usize,
+        url: &reqwest::Url,
+        body: &[u8],
+        auth: Option<&str>,
+        incident: &str,
+        what: &str,
+    ) -> (Outcome, Vec<StdDuration>) {
+        let sink = &self.sinks[i];
+        let mut waits = Vec::new();
         let attempts = self.retry.attempts.max(1);
         for attempt in 1..=attempts {
-            let failure = match self.send_once(sink, &body, auth.as_deref()).await {
+            let failure = match self.send_once(url, body, auth).await {
                 Ok(()) => {
-                    self.counters[i].delivered.fetch_add(1, Ordering::Relaxed);
-                    self.remember(i, esc);
-                    tracing::info!(sink = %sink.kind, incident = %esc.incident, severity = esc.severity.as_str(), attempts = attempt, "delivered");
-                    d.outcome = Outcome::Delivered { attempts: attempt };
-                    return d;
+                    tracing::info!(sink = %sink.kind, incident, what, attempts = attempt, "delivered");
+                    return (Outcome::Delivered { attempts: attempt }, waits);
                 }
                 Err(f) => f,
             };
             let reason = self.redactor.redact(&failure.reason);
             let wait = match failure.retry {
                 Some(retry_after) if attempt < attempts => {
-                    retry_after.unwrap_or_else(|| self.backoff(attempt, &esc.incident))
+                    retry_after.unwrap_or_else(|| self.backoff(attempt, incident))
                 }
                 retryable => {
                     self.counters[i].gave_up.fetch_add(1, Ordering::Relaxed);
@@ -203,17 +290,17 @@ impl Notifier {
                     } else {
                         format!("{reason} (not retried)")
                     };
-                    tracing::error!(sink = %sink.kind, incident = %esc.incident, attempts = attempt, %reason, "not delivered");
-                    d.outcome = Outcome::GaveUp {
+                    tracing::error!(sink = %sink.kind, incident, what, attempts = attempt, %reason, "not delivered");
+                    let outcome = Outcome::GaveUp {
                         attempts: attempt,
                         reason,
                     };
-                    return d;
+                    return (outcome, waits);
                 }
             };
             self.counters[i].retries.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(sink = %sink.kind, incident = %esc.incident, attempt, %reason, wait_ms = wait.as_millis() as u64, "delivery failed; retrying");
-            d.waits.push(wait);
+            tracing::warn!(sink = %sink.kind, incident, what, attempt, %reason, wait_ms = wait.as_millis() as u64, "delivery failed; retrying");
+            waits.push(wait);
             tokio::time::sleep(wait).await;
         }
         unreachable!("the last attempt returns")
@@ -234,6 +321,17 @@ impl Notifier {
                 sent.retain(|_, (_, at)| at.elapsed() < w);
             }
             sent.insert((i, esc.incident.clone()), (esc.severity, Instant::now()));
+        }
+        if let Ok(mut open) = self.open.lock() {
+            if open.len() >= OPEN_CAP {
+                let week = StdDuration::from_secs(7 * 24 * 3600);
+                open.retain(|_, at| at.elapsed() < week);
+            }
+            if open.len() < OPEN_CAP {
+                open.insert((i, esc.incident.clone()), Instant::now());
+            } else {
+                tracing::warn!(incident = %esc.incident, "too many open incidents remembered; this one will not be resolved at its sinks");
+            }
         }
     }
 
@@ -257,13 +355,13 @@ impl Notifier {
 
     async fn send_once(
         &self,
-        sink: &SinkConfig,
+        url: &reqwest::Url,
         body: &[u8],
         auth: Option<&str>,
     ) -> Result<(), Failure> {
         let mut req = self
             .client
-            .post(sink.url.clone())
+            .post(url.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_vec());
         if let Some(a) = auth {
@@ -396,6 +494,52 @@ pub fn request_body(sink: &SinkConfig, esc: &Escalation) -> (Value, Option<Strin
             Some(format!("GenieKey {}", sink.secret.expose())),
         ),
         SinkKind::Slack => (slack_body(esc), None),
+    }
+}
+
+/// The request that resolves `inc` at a sink: its URL, JSON body and
+/// `Authorization` header value if the sink needs one. PagerDuty: a
+/// `resolve` event for the incident's `dedup_key`; Opsgenie: the close
+/// of the alert whose alias is the incident id
+/// (`<url>/<id>/close?identifierType=alias`); Slack: a message.
+pub fn resolve_request(sink: &SinkConfig, inc: &Incident) -> (reqwest::Url, Value, Option<String>) {
+    match sink.kind {
+        SinkKind::PagerDuty => (
+            sink.url.clone(),
+            json!({
+                "routing_key": sink.secret.expose(),
+                "event_action": "resolve",
+                "dedup_key": inc.id,
+                "client": "selfheal",
+            }),
+            None,
+        ),
+        SinkKind::Opsgenie => {
+            let mut url = sink.url.clone();
+            if let Ok(mut path) = url.path_segments_mut() {
+                path.pop_if_empty().push(&inc.id).push("close");
+            }
+            url.query_pairs_mut().append_pair("identifierType", "alias");
+            (
+                url,
+                json!({
+                    "source": "selfheal",
+                    "note": shorten(&format!("resolved: {}", inc.reason), 25_000),
+                }),
+                Some(format!("GenieKey {}", sink.secret.expose())),
+            )
+        }
+        SinkKind::Slack => {
+            let text = format!(
+                "[RESOLVED] {}: incident {} ({})",
+                inc.service, inc.id, inc.reason
+            );
+            (
+                sink.url.clone(),
+                json!({"text": shorten(&slack_escape(&text), 2900)}),
+                None,
+            )
+        }
     }
 }
 
