@@ -2,7 +2,26 @@
 
 mod cli;
 
+/// jemalloc, for librdkafka's C allocations as well (see Cargo.toml).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's account of the heap for `selfheal bench`'s soak: bytes
+/// allocated, and bytes it holds beyond them (resident minus allocated:
+/// pages freed and not yet returned, and its metadata).
+#[cfg(not(target_env = "msvc"))]
+fn jemalloc_heap() -> Option<(u64, u64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    let allocated = stats::allocated::read().ok()? as u64;
+    let resident = stats::resident::read().ok()? as u64;
+    Some((allocated, resident.saturating_sub(allocated)))
+}
+
 fn main() {
+    #[cfg(not(target_env = "msvc"))]
+    selfheal::live::bench::set_heap_probe(jemalloc_heap);
     let cli = match cli::config::parse(std::env::args_os().collect()) {
         Ok(Some(cli)) => cli,
         Ok(None) => std::process::exit(0),

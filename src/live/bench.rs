@@ -230,15 +230,17 @@ pub struct Soak {
     pub rss_mib: Vec<f64>,
     /// Least-squares slope of the second half of `rss_mib`, MiB per minute.
     pub rss_slope_mib_per_min_second_half: f64,
-    /// Bytes malloc has handed out and not had back (Rust's allocations
-    /// and librdkafka's alike), every 30 s, MiB: what the process holds,
-    /// where `rss_mib` also counts memory freed but kept by the allocator.
-    /// Empty where glibc's `mallinfo2` is not available.
+    /// Bytes the allocator has handed out and not had back (Rust's
+    /// allocations and librdkafka's alike), every 30 s, MiB: what the
+    /// process holds, where `rss_mib` also counts memory freed but kept by
+    /// the allocator. jemalloc's `stats.allocated` in the `selfheal`
+    /// binary; empty where no allocator statistics are available.
     pub heap_in_use_mib: Vec<f64>,
     /// Least-squares slope of the second half of `heap_in_use_mib`.
     pub heap_slope_mib_per_min_second_half: Option<f64>,
-    /// Memory free inside malloc's arenas, kept from the system, every
-    /// 30 s, MiB.
+    /// Memory the allocator keeps beyond that, every 30 s, MiB (jemalloc:
+    /// `stats.resident` minus `stats.allocated`; glibc: free in its
+    /// arenas).
     pub heap_free_mib: Vec<f64>,
     /// Incidents open in the engine every 30 s: each alert is answered
     /// and resolved, so this stays near alerts per second times the
@@ -499,19 +501,39 @@ struct Heap {
     free_mib: f64,
 }
 
-/// malloc's own account of the process's heap: bytes handed out and not
-/// returned (mmapped chunks included), and bytes free in its arenas.
-/// `None` where glibc's `mallinfo2` is not available.
+/// An allocator's own account of the process's heap: bytes handed out
+/// and not returned, and bytes it holds beyond them.
+pub type HeapProbe = fn() -> Option<(u64, u64)>;
+
+static HEAP_PROBE: std::sync::OnceLock<HeapProbe> = std::sync::OnceLock::new();
+
+/// Says how to read the heap of the allocator the binary chose (the
+/// `selfheal` binary: jemalloc); only the first call counts. Without it,
+/// glibc's `mallinfo2` is read where available.
+pub fn set_heap_probe(probe: HeapProbe) {
+    let _ = HEAP_PROBE.set(probe);
+}
+
+/// The allocator's account of the process's heap: the probe set with
+/// [`set_heap_probe`], else glibc malloc's (bytes handed out and not
+/// returned, mmapped chunks included, and bytes free in its arenas);
+/// `None` where neither is available.
 fn heap() -> Option<Heap> {
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    if let Some(probe) = HEAP_PROBE.get() {
+        return probe().map(|(used, held)| Heap {
+            in_use_mib: mib(used),
+            free_mib: mib(held),
+        });
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: mallinfo2 takes no arguments and only reads the
         // allocator's statistics, under its own locks.
         let m = unsafe { libc::mallinfo2() };
-        let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
         Some(Heap {
-            in_use_mib: mib(m.uordblks + m.hblkhd),
-            free_mib: mib(m.fordblks),
+            in_use_mib: mib((m.uordblks + m.hblkhd) as u64),
+            free_mib: mib(m.fordblks as u64),
         })
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -609,7 +631,7 @@ pub fn run(cfg: &BenchConfig, progress: &mut dyn FnMut(&str)) -> Result<Report, 
     ecfg.format = cfg.format;
     ecfg.kafka
         .settings
-        .push(format!("fetch.wait.max.ms={}", cfg.fetch_wait_ms));
+        .push(format!("consumer.fetch.wait.max.ms={}", cfg.fetch_wait_ms));
     let settings = Settings {
         engines: cfg.engines,
         processing_guarantee: match guarantee {
