@@ -1250,7 +1250,7 @@ fn drive(
                         started.elapsed().as_secs_f64(),
                         latencies.lock().map(|l| l.len()).unwrap_or(0),
                         heap.map_or(String::new(), |h| format!(
-                            " (heap in use {:.1} MiB, free in malloc {:.1} MiB)",
+                            " (heap in use {:.1} MiB, held beyond it by the allocator {:.1} MiB)",
                             h.in_use_mib, h.free_mib
                         )),
                     ));
