@@ -18,6 +18,30 @@ fn now_rfc3339() -> String {
     selfheal::time::Timestamp(selfheal::live::wall_ms()).to_string()
 }
 
+/// Waits, watching `eng`, until the actions topic holds commands for the
+/// pods of `want` and for no other.
+fn wait_for_targets(
+    what: &str,
+    limit: Duration,
+    eng: &mut Proc,
+    k: &KafkaArgs,
+    want: &HashSet<String>,
+) {
+    wait_for_procs(what, limit, &mut [eng], || {
+        let targets: HashSet<String> = commands(k).into_iter().map(|c| c.target).collect();
+        (targets == *want).then_some(())
+    });
+}
+
+/// Waits, watching `eng`, until its log holds every one of `needles`.
+fn wait_for_logged(what: &str, limit: Duration, eng: &mut Proc, needles: &[&str]) {
+    let log = eng.log.clone();
+    wait_for_procs(what, limit, &mut [eng], || {
+        let text = std::fs::read_to_string(&log).ok()?;
+        needles.iter().all(|n| text.contains(n)).then_some(())
+    });
+}
+
 /// Publishes `n` crash alerts for distinct pods from `from`, returning the
 /// pods.
 fn crash_alerts(k: &KafkaArgs, from: usize, n: usize) -> Vec<String> {
@@ -70,31 +94,24 @@ fn an_engine_whose_session_times_out_writes_nothing_more_and_starts_over() {
     let policy = policy_file("session-lost", RESTART_POLICY);
     let mut eng = engine_in(&k, &group, &policy, "at_least_once", &[]);
     eng.wait_log("partition assigned", 3, Duration::from_secs(60));
-    let targets =
-        |k: &KafkaArgs| -> HashSet<String> { commands(k).into_iter().map(|c| c.target).collect() };
     let mut want: HashSet<String> = crash_alerts(&k, 0, 6).into_iter().collect();
-    wait_for_procs(
-        "the first commands",
-        Duration::from_secs(60),
-        &mut [&mut eng],
-        || (targets(&k) == want).then_some(()),
-    );
+    let first = Duration::from_secs(60);
+    wait_for_targets("the first commands", first, &mut eng, &k, &want);
     cluster.broker_down(2).unwrap();
-    let log = eng.log.clone();
-    let logged = |needle: &str| std::fs::read_to_string(&log).is_ok_and(|l| l.contains(needle));
-    wait_for_procs(
+    wait_for_logged(
         "the engine to report its lost partitions",
         Duration::from_secs(60),
-        &mut [&mut eng],
-        || logged("the consumer group took back partitions [0, 1, 2]").then_some(()),
+        &mut eng,
+        &["the consumer group took back partitions [0, 1, 2]"],
     );
     cluster.broker_up(2).unwrap();
     want.extend(crash_alerts(&k, 6, 6));
-    wait_for_procs(
+    wait_for_targets(
         "every command after the coordinator came back",
         Duration::from_secs(90),
-        &mut [&mut eng],
-        || (targets(&k) == want).then_some(()),
+        &mut eng,
+        &k,
+        &want,
     );
     let restarts: Vec<String> = eng
         .log_text()
@@ -228,15 +245,9 @@ fn an_engine_that_finds_another_writer_in_its_journal_restarts_from_the_journals
     let policy = policy_file("journal-writer", RESTART_POLICY);
     let mut eng = engine(&k, &policy, "at_least_once", &[]);
     eng.wait_log("partition assigned", 3, Duration::from_secs(60));
-    let targets =
-        |k: &KafkaArgs| -> HashSet<String> { commands(k).into_iter().map(|c| c.target).collect() };
     let mut want: HashSet<String> = crash_alerts(&k, 0, 6).into_iter().collect();
-    wait_for_procs(
-        "the first commands",
-        Duration::from_secs(60),
-        &mut [&mut eng],
-        || (targets(&k) == want).then_some(()),
-    );
+    let first = Duration::from_secs(60);
+    wait_for_targets("the first commands", first, &mut eng, &k, &want);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let producer = selfheal::live::tools::producer(&k).unwrap();
     for p in 0..3 {
@@ -252,21 +263,20 @@ fn an_engine_that_finds_another_writer_in_its_journal_restarts_from_the_journals
     }
     // The next batch's journal record lands after the other writer's.
     want.extend(crash_alerts(&k, 6, 6));
-    let log = eng.log.clone();
-    let logged = |needle: &str| std::fs::read_to_string(&log).is_ok_and(|l| l.contains(needle));
-    wait_for_procs(
+    wait_for_logged(
         "the engine to find the other writer and restart",
         Duration::from_secs(60),
-        &mut [&mut eng],
-        || (logged("another writer") && logged("restarting from the journals")).then_some(()),
+        &mut eng,
+        &["another writer", "restarting from the journals"],
     );
     // Restarted, it decides what comes next, and nothing was lost.
     want.extend(crash_alerts(&k, 12, 6));
-    wait_for_procs(
+    wait_for_targets(
         "every pod's command after the restart",
         Duration::from_secs(60),
-        &mut [&mut eng],
-        || (targets(&k) == want).then_some(()),
+        &mut eng,
+        &k,
+        &want,
     );
     // Other restarts (a broker hiccup) are not this test's business; a
     // second one for the same other writer would be a restart loop.

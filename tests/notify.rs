@@ -617,27 +617,33 @@ fn notify_proc(k: &selfheal::live::KafkaArgs, config: &std::path::Path, slack_ur
     }
 }
 
+/// Publishes `out` to `topic`, keyed by its service, as `selfheal engine`
+/// would.
+fn publish_output(
+    k: &selfheal::live::KafkaArgs,
+    topic: &str,
+    out: selfheal::records::Output,
+    format: selfheal::live::wire::Format,
+    partition: Option<i32>,
+) {
+    use selfheal::live::{tools, wire};
+    let value = wire::encode_output(&out, format);
+    block_on(async {
+        let p = tools::producer(k).unwrap();
+        tools::publish(&p, topic, out.key(), &value, out.kind(), partition)
+            .await
+            .unwrap();
+    });
+}
+
 fn publish_escalation(
     k: &selfheal::live::KafkaArgs,
     e: &Escalation,
     format: selfheal::live::wire::Format,
     partition: Option<i32>,
 ) {
-    use selfheal::live::{tools, wire};
-    let value = wire::encode_output(&selfheal::records::Output::Escalation(e.clone()), format);
-    block_on(async {
-        let p = tools::producer(k).unwrap();
-        tools::publish(
-            &p,
-            &k.topics().escalations,
-            &e.service,
-            &value,
-            "escalation",
-            partition,
-        )
-        .await
-        .unwrap();
-    });
+    let out = selfheal::records::Output::Escalation(e.clone());
+    publish_output(k, &k.topics().escalations, out, format, partition);
 }
 
 fn publish_incident(
@@ -645,21 +651,8 @@ fn publish_incident(
     i: &Incident,
     format: selfheal::live::wire::Format,
 ) {
-    use selfheal::live::{tools, wire};
-    let value = wire::encode_output(&selfheal::records::Output::Incident(i.clone()), format);
-    block_on(async {
-        let p = tools::producer(k).unwrap();
-        tools::publish(
-            &p,
-            &k.topics().incidents,
-            &i.service,
-            &value,
-            "incident",
-            None,
-        )
-        .await
-        .unwrap();
-    });
+    let out = selfheal::records::Output::Incident(i.clone());
+    publish_output(k, &k.topics().incidents, out, format, None);
 }
 
 /// The dead-letter records: (sink header, reason header).

@@ -252,14 +252,32 @@ impl Service {
             }
         };
         self.counters.escalations.fetch_add(1, Ordering::Relaxed);
-        for d in self.notifier.deliver(&esc).await {
-            let outcome = match &d.outcome {
-                Outcome::Delivered { .. } => Some("delivered"),
-                Outcome::Duplicate => Some("duplicate"),
-                Outcome::GaveUp { .. } => Some("gave_up"),
-                Outcome::NotSubscribed => None,
-            };
-            if let Some(o) = outcome {
+        let deliveries = self.notifier.deliver(&esc).await;
+        let outcome = |o: &Outcome| match o {
+            Outcome::Delivered { .. } => Some("delivered"),
+            Outcome::Duplicate => Some("duplicate"),
+            Outcome::GaveUp { .. } => Some("gave_up"),
+            Outcome::NotSubscribed => None,
+        };
+        self.settle(m, &deliveries, outcome, "take", &esc.incident, stop)
+            .await
+    }
+
+    /// Counts each sink's outcome in `selfheal_notify_deliveries_total`
+    /// under the label `outcome` gives it (none: not counted), and
+    /// dead-letters the record once per sink that gave up ("did not
+    /// `verb` incident …"); `false` as for [`Service::handle`].
+    async fn settle(
+        &self,
+        m: &BorrowedMessage<'_>,
+        deliveries: &[crate::notify::Delivery],
+        outcome: impl Fn(&Outcome) -> Option<&'static str>,
+        verb: &str,
+        incident: &str,
+        stop: &AtomicBool,
+    ) -> bool {
+        for d in deliveries {
+            if let Some(o) = outcome(&d.outcome) {
                 metrics::counter!(
                     super::telemetry::names::NOTIFY_DELIVERIES,
                     "sink" => d.sink.as_str(),
@@ -268,10 +286,7 @@ impl Service {
                 .increment(1);
             }
             if let Outcome::GaveUp { reason, .. } = &d.outcome {
-                let reason = format!(
-                    "{} did not take incident {}: {reason}",
-                    d.sink, esc.incident
-                );
+                let reason = format!("{} did not {verb} incident {incident}: {reason}", d.sink);
                 if !self
                     .dead_letter(m, "sink_failed", &reason, Some(d.sink.as_str()), stop)
                     .await
@@ -299,28 +314,15 @@ impl Service {
                     .await;
             }
         };
-        for d in self.notifier.resolve(&inc).await {
-            let outcome = match &d.outcome {
-                Outcome::Delivered { .. } => "resolved",
-                _ => "resolve_gave_up",
-            };
-            metrics::counter!(
-                super::telemetry::names::NOTIFY_DELIVERIES,
-                "sink" => d.sink.as_str(),
-                "outcome" => outcome
-            )
-            .increment(1);
-            if let Outcome::GaveUp { reason, .. } = &d.outcome {
-                let reason = format!("{} did not resolve incident {}: {reason}", d.sink, inc.id);
-                if !self
-                    .dead_letter(m, "sink_failed", &reason, Some(d.sink.as_str()), stop)
-                    .await
-                {
-                    return false;
-                }
-            }
-        }
-        true
+        let deliveries = self.notifier.resolve(&inc).await;
+        // A resolve is only sent where the incident was delivered, so it
+        // is never a duplicate nor unsubscribed.
+        let outcome = |o: &Outcome| match o {
+            Outcome::Delivered { .. } => Some("resolved"),
+            _ => Some("resolve_gave_up"),
+        };
+        self.settle(m, &deliveries, outcome, "resolve", &inc.id, stop)
+            .await
     }
 
     /// Writes the record to the dead-letter topic with the reason,

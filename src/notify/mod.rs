@@ -157,16 +157,36 @@ impl Notifier {
     /// parallel; returns each sink's outcome in configuration order.
     pub async fn deliver(self: &Arc<Self>, esc: &Escalation) -> Vec<Delivery> {
         let esc = Arc::new(esc.clone());
+        self.each_sink(0..self.sinks.len(), "delivery", move |me, i| {
+            let esc = esc.clone();
+            async move { me.deliver_to(i, &esc).await }
+        })
+        .await
+    }
+
+    /// Runs `job` for each of `sinks` (indices), in parallel; returns
+    /// what each finished with, in configuration order. A task that
+    /// panicked is logged as a failed `what` and left out.
+    async fn each_sink<F, Fut>(
+        self: &Arc<Self>,
+        sinks: impl IntoIterator<Item = usize>,
+        what: &str,
+        job: F,
+    ) -> Vec<Delivery>
+    where
+        F: Fn(Arc<Self>, usize) -> Fut,
+        Fut: std::future::Future<Output = Delivery> + Send + 'static,
+    {
         let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..self.sinks.len() {
-            let (me, esc) = (self.clone(), esc.clone());
-            tasks.spawn(async move { (i, me.deliver_to(i, &esc).await) });
+        for i in sinks {
+            let run = job(self.clone(), i);
+            tasks.spawn(async move { (i, run.await) });
         }
         let mut out: Vec<(usize, Delivery)> = Vec::with_capacity(self.sinks.len());
         while let Some(r) = tasks.join_next().await {
             match r {
                 Ok(d) => out.push(d),
-                Err(e) => tracing::error!(error = %e, "a sink delivery task failed"),
+                Err(e) => tracing::error!(error = %e, "a sink {what} task failed"),
             }
         }
         out.sort_by_key(|(i, _)| *i);
@@ -216,20 +236,11 @@ impl Notifier {
             Err(_) => Vec::new(),
         };
         let inc = Arc::new(incident.clone());
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in open {
-            let (me, inc) = (self.clone(), inc.clone());
-            tasks.spawn(async move { (i, me.resolve_at(i, &inc).await) });
-        }
-        let mut out: Vec<(usize, Delivery)> = Vec::new();
-        while let Some(r) = tasks.join_next().await {
-            match r {
-                Ok(d) => out.push(d),
-                Err(e) => tracing::error!(error = %e, "a sink resolve task failed"),
-            }
-        }
-        out.sort_by_key(|(i, _)| *i);
-        out.into_iter().map(|(_, d)| d).collect()
+        self.each_sink(open, "resolve", move |me, i| {
+            let inc = inc.clone();
+            async move { me.resolve_at(i, &inc).await }
+        })
+        .await
     }
 
     async fn resolve_at(&self, i: usize, inc: &Incident) -> Delivery {
